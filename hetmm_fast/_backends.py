@@ -1,0 +1,116 @@
+"""Backend selection for the hetmm ops (STYLE.md rule 3).
+
+Every op has up to four implementations: ``cuda`` (compiled CUDA kernels in ``hetmm_fast._C``), ``triton``
+(Triton kernels), ``cpu`` (compiled C++/OpenMP kernels in ``hetmm_fast._C``) and ``torch`` (the pure-PyTorch
+reference, always available). ``backend=None`` walks the ladder cuda > triton > cpu > torch and takes the first
+backend whose ``can_run`` returns no reasons; ``backend="name"`` (or the ``HETMM_BACKEND`` environment variable)
+forces one and raises ``RuntimeError`` with the reasons when it cannot run. Refusals are logged at DEBUG level on the
+``hetmm_fast`` logger.
+
+Engines register themselves with :func:`register`; ``import hetmm_fast`` never compiles anything.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+LADDER: tuple[str, ...] = ("cuda", "triton", "cpu", "torch")
+log = logging.getLogger("hetmm_fast")
+
+
+@dataclass(frozen=True)
+class Impl:
+    fn: Callable
+    # Reasons this implementation cannot run on these tensors ([] = it can).
+    can_run: Callable[[Sequence[torch.Tensor]], list[str]]
+
+
+_IMPLS: dict[str, dict[str, Impl]] = {}
+_ENGINE_MODULES = {"cpu": "hetmm_fast._engine_cpu", "cuda": "hetmm_fast._engine_cuda", "triton": "hetmm_fast.triton"}
+_ENGINE_ERRORS: dict[str, str] = {}
+_loaded = False
+
+
+def register(op: str, backend: str, fn: Callable, can_run: Callable[[Sequence[torch.Tensor]], list[str]]) -> None:
+    if backend not in LADDER:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {LADDER}")
+    _IMPLS.setdefault(op, {})[backend] = Impl(fn, can_run)
+
+
+def _load_engines() -> None:
+    """Import the optional engine modules once; each registers what it can and records why it cannot."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for name, module in _ENGINE_MODULES.items():
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            _ENGINE_ERRORS[name] = "extension not built" if name != "triton" else f"not available ({exc})"
+        except Exception as exc:  # a broken build must not break `import hetmm_fast`
+            _ENGINE_ERRORS[name] = f"failed to load: {type(exc).__name__}: {exc}"
+
+
+def engine_error(backend: str) -> str | None:
+    _load_engines()
+    return _ENGINE_ERRORS.get(backend)
+
+
+def reasons(op: str, backend: str, tensors: Sequence[torch.Tensor]) -> list[str]:
+    """Why ``backend`` cannot run ``op`` on ``tensors`` ([] when it can)."""
+    _load_engines()
+    if backend not in LADDER:
+        return [f"unknown backend {backend!r}; expected one of {LADDER}"]
+    impl = _IMPLS.get(op, {}).get(backend)
+    if impl is None:
+        err = _ENGINE_ERRORS.get(backend)
+        return [err] if err else [f"no {backend} implementation of {op}"]
+    return impl.can_run(tensors)
+
+
+def select(op: str, backend: str | None, tensors: Sequence[torch.Tensor]) -> tuple[str, Callable]:
+    """Pick the implementation of ``op`` for these inputs; see the module docstring for the rules."""
+    forced = backend if backend is not None else os.environ.get("HETMM_BACKEND") or None
+    if forced is not None:
+        why = reasons(op, forced, tensors)
+        if why:
+            raise RuntimeError(f"hetmm.{op}: backend {forced!r} cannot run: {'; '.join(why)}")
+        return forced, _IMPLS[op][forced].fn
+    for name in LADDER:
+        why = reasons(op, name, tensors)
+        if not why:
+            return name, _IMPLS[op][name].fn
+        log.debug("hetmm.%s: backend %s refused: %s", op, name, "; ".join(why))
+    raise RuntimeError(f"hetmm.{op}: no backend can run these inputs")  # unreachable: torch always can
+
+
+def available_backends() -> dict[str, list[str]]:
+    """``{backend: reasons it cannot run on this machine}`` in ladder order; ``[]`` means usable.
+
+    The reasons are machine-level (extension not built, no GPU, ...); a usable backend may still refuse particular
+    inputs (for example CPU tensors for ``cuda``).
+    """
+    _load_engines()
+    cuda_ok = torch.cuda.is_available()
+    out: dict[str, list[str]] = {}
+    for name in LADDER:
+        why: list[str] = []
+        err = _ENGINE_ERRORS.get(name)
+        if err:
+            why.append(err)
+        elif not any(name in impls for impls in _IMPLS.values()):
+            why.append("no ops registered")
+        if name in ("cuda", "triton") and not cuda_ok and not (name == "triton" and _triton_interpret()):
+            why.append("no CUDA device")
+        out[name] = why
+    return out
+
+
+def _triton_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"

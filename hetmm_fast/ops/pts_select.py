@@ -1,0 +1,55 @@
+"""Public ``pts_select``: pixel-level template selection (SPEC §4), dispatched to the best backend."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .. import _backends
+from .._validate import check_pts
+from ..reference.pts_select import pts_indices as _reference
+
+_backends.register("pts_select", "torch", lambda templates, size: _reference(templates, size), lambda tensors: [])
+
+
+def pts_select(
+    templates: torch.Tensor,
+    size: int = 60,
+    backend: str | None = None,
+    *,
+    return_indices: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Select ``size`` template vectors per pixel: easy-normal cluster medoids, then hard normals (SPEC §4).
+
+    Args:
+        templates: Tensor[N, C, H, W] (the ALL set of one layer), L2-normalised over C.
+        size: K, the number of sheets to keep; when K >= N the ALL set is returned unchanged.
+        backend: see :func:`hetmm_fast.window_match`.
+        return_indices: also return the chosen indices.
+        progress: called with the number of pixels finished, as work completes (for progress bars).
+
+    Returns:
+        Tensor[K, C, H, W] with ``out[k, :, y, x] = templates[idx[k, y, x], :, y, x]``, K = min(size, N), same
+        dtype as the input; with ``return_indices`` also ``idx`` Tensor[K, H, W] int64. Sheet k holds the k-th
+        choice at every pixel (easy normals first, in cluster order, then hard normals in greedy order).
+    """
+    check_pts(templates, size)
+    N, C, H, W = templates.shape
+    if size >= N:
+        idx = torch.arange(N, device=templates.device).view(N, 1, 1).expand(N, H, W).clone()
+        if progress is not None:
+            progress(H * W)
+        out = templates.clone()
+    else:
+        _, fn = _backends.select("pts_select", backend, (templates,))
+        # Bands of rows keep progress reports flowing; pixels are independent so the result is unchanged.
+        band = max(1, -(-H // 16)) if progress is not None else H
+        parts = []
+        for y0 in range(0, H, band):
+            parts.append(fn(templates[:, :, y0 : y0 + band], size))
+            if progress is not None:
+                progress(parts[-1].shape[1] * W)
+        idx = torch.cat(parts, dim=1)
+        out = torch.gather(templates, 0, idx.unsqueeze(1).expand(size, C, H, W))
+    return (out, idx) if return_indices else out

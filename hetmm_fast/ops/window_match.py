@@ -1,0 +1,37 @@
+"""Public ``window_match``: fused mutual template matching (SPEC §2), dispatched to the best backend."""
+from __future__ import annotations
+
+import torch
+
+from .. import _backends
+from .._validate import check_window_match
+from ..reference.window_match import window_match as _reference
+
+_backends.register("window_match", "torch", _reference, lambda tensors: [])
+
+
+def window_match(
+    query: torch.Tensor,
+    templates: torch.Tensor,
+    fwd_window: int = 13,
+    bwd_window: int = 7,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mutual window matching of query features against templates (SPEC §2).
+
+    Args:
+        query: Tensor[B, C, H, W], float16/bfloat16/float32/float64, L2-normalised over C at every pixel
+            (the op does not normalise).
+        templates: Tensor[N, C, H, W], same dtype, device, C, H and W.
+        fwd_window: odd window side k_f of the forward direction (query pixel fixed, template neighbourhood searched).
+        bwd_window: odd window side k_b of the backward direction (template pixel fixed, query neighbourhood searched).
+        backend: None for the best available (ladder cuda > triton > cpu > torch, or ``HETMM_BACKEND``), or a name
+            to force; raises RuntimeError with the reasons if that backend cannot run these inputs.
+
+    Returns:
+        (forward, backward): Tensor[B, H, W] float32 each; the max cosine similarity over templates and window
+        positions clipped at the border, with -1 as the initial value of the running max.
+    """
+    check_window_match(query, templates, fwd_window, bwd_window)
+    _, fn = _backends.select("window_match", backend, (query, templates))
+    return fn(query, templates, fwd_window, bwd_window)

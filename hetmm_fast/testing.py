@@ -1,0 +1,132 @@
+"""Input builders and slow, obviously-correct oracles shared by the tests and the benchmarks (STYLE.md rule 8).
+
+Nothing here is used by the library itself.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def unit_features(shape, dtype=torch.float32, seed=0, device="cpu") -> torch.Tensor:
+    """Random Tensor[*, C, H, W] L2-normalised over C (computed in float64, then cast)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    return torch.nn.functional.normalize(x, dim=1, eps=1e-12).to(dtype=dtype, device=device)
+
+
+def noncontiguous(x: torch.Tensor) -> torch.Tensor:
+    """Same values as ``x`` but laid out channels-last and strided (a view into a larger buffer)."""
+    big = torch.zeros((x.shape[0], x.shape[2], x.shape[3], 2 * x.shape[1]), dtype=x.dtype, device=x.device)
+    big[..., ::2] = x.permute(0, 2, 3, 1)
+    view = big[..., ::2].permute(0, 3, 1, 2)
+    assert not view.is_contiguous()
+    return view
+
+
+def brute_window_match(query: torch.Tensor, templates: torch.Tensor, kf: int, kb: int):
+    """SPEC §2 by definition, float64, looping over pixels and window positions: (forward, backward) float64."""
+    q = query.double()
+    t = templates.double()
+    B, C, H, W = q.shape
+    fwd = torch.full((B, H, W), -1.0, dtype=torch.float64)
+    bwd = torch.full((B, H, W), -1.0, dtype=torch.float64)
+    for b in range(B):
+        for y in range(H):
+            for x in range(W):
+                for k, out, fixed_query in ((kf, fwd, True), (kb, bwd, False)):
+                    d = k // 2
+                    best = -1.0
+                    for y2 in range(max(0, y - d), min(H, y + d + 1)):
+                        for x2 in range(max(0, x - d), min(W, x + d + 1)):
+                            if fixed_query:  # query pixel (y, x) against template pixels (y2, x2)
+                                v = (t[:, :, y2, x2] @ q[b, :, y, x]).max().item()
+                            else:  # template pixel (y, x) against query pixels (y2, x2)
+                                v = (t[:, :, y, x] @ q[b, :, y2, x2]).max().item()
+                            best = max(best, v)
+                    out[b, y, x] = best
+    return fwd, bwd
+
+
+def clustered_points(n: int, dim: int, n_clusters: int, spread: float, rng: np.random.Generator,
+                     n_duplicates: int = 0) -> np.ndarray:
+    """``n`` unit vectors in ``dim`` dims around ``n_clusters`` random centres (plus uniform outliers and exact
+    duplicates of earlier points), as float64 [n, dim]."""
+    centres = rng.normal(size=(max(1, n_clusters), dim))
+    which = rng.integers(0, max(1, n_clusters), size=n)
+    x = centres[which] + spread * rng.normal(size=(n, dim))
+    n_out = n // 10
+    x[:n_out] = rng.normal(size=(n_out, dim)) * 3
+    for _ in range(n_duplicates):
+        i, j = rng.integers(0, n, size=2)
+        x[i] = x[j]
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def cosine_distances(x: np.ndarray) -> np.ndarray:
+    """``max(0, 1 - <x_i, x_j>)`` float64 [n, n] (SPEC §4)."""
+    return np.maximum(0.0, 1.0 - x @ x.T)
+
+
+def same_partition(a, b) -> bool:
+    """True when two label vectors define the same clusters and the same noise set (-1), whatever the numbering."""
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.shape != b.shape or not np.array_equal(a < 0, b < 0):
+        return False
+    pairs = {}
+    back = {}
+    for u, v in zip(a.tolist(), b.tolist()):
+        if u < 0:
+            continue
+        if pairs.setdefault(u, v) != v or back.setdefault(v, u) != u:
+            return False
+    return True
+
+
+def pts_transcription(gram, labels, size: int) -> list[int]:
+    """SPEC §4 steps 2-4 for one pixel in plain Python: ``gram`` float64 [N, N] (``<x_i, x_j>``), ``labels`` the
+    OPTICS labels of that pixel -> the chosen indices in order. Sums run in ascending index order."""
+    g = np.asarray(gram, dtype=np.float64).tolist()
+    n = len(g)
+    labels = [int(v) for v in labels]
+    order = []
+    for lab in labels:
+        if lab >= 0 and lab not in order:
+            order.append(lab)
+    chosen = []
+    for lab in order:
+        if len(chosen) == size:
+            break
+        members = [i for i in range(n) if labels[i] == lab]
+        best, best_j = None, None
+        for j in members:
+            s = 0.0
+            for k in members:
+                s += g[j][k]
+            if best is None or s > best:
+                best, best_j = s, j
+        chosen.append(best_j)
+    if not order:
+        sums = []
+        for j in range(n):
+            s = 0.0
+            for k in range(n):
+                s += g[j][k]
+            sums.append(s)
+        chosen.append(max(range(n), key=lambda j: (sums[j], -j)))
+    dp = [0.0] * n
+    for s_ in chosen:
+        for i in range(n):
+            dp[i] += g[i][s_]
+    while len(chosen) < size:
+        best_i = None
+        for i in range(n):
+            if i in chosen:
+                continue
+            if best_i is None or dp[i] < dp[best_i]:
+                best_i = i
+        chosen.append(best_i)
+        for i in range(n):
+            dp[i] += g[i][best_i]
+    return chosen

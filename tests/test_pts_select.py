@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import torch
+
+import hetmm_fast as hf
+from hetmm_fast.reference.optics_labels import optics_labels as sk_optics
+from hetmm_fast.reference.pts_select import gram_chunks, min_samples_for
+from hetmm_fast.testing import noncontiguous, pts_transcription, unit_features
+
+BACKENDS = [b for b, why in hf.available_backends().items() if not why and b != "cuda"]
+
+
+def clustered_templates(n, c, h, w, seed, n_dup=3):
+    """Templates whose pixels form a few clusters, with exact duplicate images (ties) and outliers."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(3, c, h, w, generator=g, dtype=torch.float64)
+    which = torch.randint(0, 3, (n,), generator=g)
+    x = centres[which] + 0.3 * torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
+    x[: n // 8] = torch.randn(n // 8, c, h, w, generator=g, dtype=torch.float64)
+    for i in range(n_dup):
+        x[n - 1 - i] = x[i]
+    return torch.nn.functional.normalize(x, dim=1).float()
+
+
+def expected_indices(t: torch.Tensor, size: int) -> torch.Tensor:
+    """Plain-Python SPEC §4 per pixel on the same float64 Gram matrices and OPTICS labels."""
+    N, C, H, W = t.shape
+    out = torch.empty(size, H * W, dtype=torch.int64)
+    ms = min_samples_for(N, size)
+    for p0, p1, g in gram_chunks(t):
+        labels = sk_optics(torch.clamp(1 - g, min=0), ms, 0.05)
+        for j in range(p1 - p0):
+            out[:, p0 + j] = torch.tensor(pts_transcription(g[j].numpy(), labels[j].tolist(), size))
+    return out.view(size, H, W)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n, size, seed", [(24, 4, 0), (17, 5, 1), (30, 2, 2), (12, 11, 3), (40, 1, 4)])
+def test_equals_transcription(backend, n, size, seed):
+    t = clustered_templates(n, 6, 3, 4, seed)
+    sel, idx = hf.pts_select(t, size, backend=backend, return_indices=True)
+    assert sel.shape == (size, 6, 3, 4) and idx.shape == (size, 3, 4) and sel.dtype == t.dtype
+    assert torch.equal(idx, expected_indices(t, size))
+    assert torch.equal(sel, torch.gather(t, 0, idx[:, None].expand(size, 6, 3, 4)))
+    for p in range(12):  # K distinct choices per pixel
+        assert len(set(idx.view(size, -1)[:, p].tolist())) == size
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_all_duplicates_and_noncontiguous(backend):
+    """Every template identical at a pixel: all distances 0, ties everywhere -> smallest indices first."""
+    base = unit_features((1, 5, 2, 3), seed=1).expand(10, 5, 2, 3).contiguous()
+    idx = hf.pts_select(base, 3, backend=backend, return_indices=True)[1]
+    assert torch.equal(idx, expected_indices(base, 3))
+    t = clustered_templates(16, 5, 2, 3, 9)
+    a = hf.pts_select(t, 4, backend=backend, return_indices=True)[1]
+    b = hf.pts_select(noncontiguous(t), 4, backend=backend, return_indices=True)[1]
+    assert torch.equal(a, b)
+
+
+def test_size_at_least_n_returns_all():
+    t = unit_features((5, 3, 2, 2))
+    out, idx = hf.pts_select(t, 5, return_indices=True)
+    assert torch.equal(out, t) and torch.equal(idx[:, 0, 0], torch.arange(5))
+    assert torch.equal(hf.pts_select(t, 50), t)
+
+
+def test_progress_reports_every_pixel():
+    t = clustered_templates(12, 4, 5, 3, 7)
+    seen = []
+    hf.pts_select(t, 3, progress=seen.append)
+    assert sum(seen) == 15 and len(seen) > 1
+
+
+def test_min_samples_rule():
+    assert min_samples_for(200, 60) == 3 and min_samples_for(100, 60) == 2 and min_samples_for(800, 60) == 13
+
+
+@pytest.mark.parametrize(
+    "args, exc, text",
+    [
+        ((unit_features((4, 3, 2, 2)), 0), ValueError, "size must be >= 1"),
+        ((unit_features((4, 3, 2, 2)), 2.0), TypeError, "size must be an int"),
+        ((unit_features((4, 3, 2, 2))[0], 2), ValueError, "templates must be 4-D"),
+        ((unit_features((4, 3, 2, 2))[:0], 2), ValueError, "templates is empty"),
+        ((unit_features((4, 3, 2, 2)).long(), 2), TypeError, "templates dtype"),
+    ],
+)
+def test_errors(args, exc, text):
+    with pytest.raises(exc, match=text):
+        hf.pts_select(*args)

@@ -1,0 +1,142 @@
+import pytest
+import torch
+
+import hetmm_fast as hf
+from hetmm_fast import _backends
+from hetmm_fast.reference.window_match import window_match as reference_window_match
+from hetmm_fast.testing import brute_window_match, noncontiguous, unit_features
+
+BACKENDS = [b for b, why in hf.available_backends().items() if not why and b != "cuda"]
+TOL = {torch.float64: 1e-6, torch.float32: 2e-6}
+
+SHAPES = [  # (B, N, C, H, W, kf, kb)
+    (1, 1, 4, 1, 1, 1, 1),  # 1x1 map, window 1, N=1
+    (2, 3, 8, 5, 7, 3, 5),  # non-square, B>1, bwd window larger than fwd
+    (1, 4, 16, 4, 9, 13, 7),  # windows larger than the map
+    (3, 2, 5, 6, 3, 1, 3),  # odd channel count, forward window 1
+    (2, 5, 3, 9, 8, 7, 1),  # backward window 1
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_brute_force(backend, shape, dtype):
+    B, N, C, H, W, kf, kb = shape
+    q = unit_features((B, C, H, W), dtype, seed=1)
+    t = unit_features((N, C, H, W), dtype, seed=2)
+    fwd, bwd = hf.window_match(q, t, kf, kb, backend=backend)
+    ef, eb = brute_window_match(q, t, kf, kb)
+    assert fwd.dtype == bwd.dtype == torch.float32
+    assert fwd.shape == bwd.shape == (B, H, W)
+    torch.testing.assert_close(fwd.double(), ef, atol=TOL[dtype], rtol=0)
+    torch.testing.assert_close(bwd.double(), eb, atol=TOL[dtype], rtol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_noncontiguous_inputs(backend):
+    q = unit_features((2, 6, 5, 4), seed=3)
+    t = unit_features((3, 6, 5, 4), seed=4)
+    want = hf.window_match(q, t, 3, 5, backend=backend)
+    got = hf.window_match(noncontiguous(q), noncontiguous(t), 3, 5, backend=backend)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_error_within_twice_reference(backend, dtype):
+    """STYLE rule 5: error <= 2 x the error of the same-dtype reference, both against an fp64 oracle."""
+    q64 = unit_features((2, 32, 6, 5), torch.float64, seed=5)
+    t64 = unit_features((4, 32, 6, 5), torch.float64, seed=6)
+    exact = brute_window_match(q64, t64, 5, 3)
+    q, t = q64.to(dtype), t64.to(dtype)
+    ref = reference_window_match(q, t, 5, 3)
+    got = hf.window_match(q, t, 5, 3, backend=backend)
+    for g, r, e in zip(got, ref, exact):
+        ref_err = (r.double() - e).abs().max().item()
+        assert (g.double() - e).abs().max().item() <= 2 * ref_err + 1e-6
+
+
+def test_reference_chunking_is_exact():
+    """A tiny memory budget forces template chunks and row blocks; the result must not change."""
+    q = unit_features((3, 8, 7, 6), seed=7)
+    t = unit_features((9, 8, 7, 6), seed=8)
+    want = reference_window_match(q, t, 5, 3)
+    got = reference_window_match(q, t, 5, 3, budget_bytes=1)
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    ef, eb = brute_window_match(q, t, 5, 3)
+    torch.testing.assert_close(got[0].double(), ef, atol=2e-6, rtol=0)
+
+
+def test_values_and_init():
+    """Identical query and template: both maps are 1. Anti-correlated: the -1 floor of the running max."""
+    q = unit_features((1, 4, 3, 3), seed=9)
+    f, b = hf.window_match(q, q.clone(), 3, 3)
+    torch.testing.assert_close(f, torch.ones_like(f))
+    torch.testing.assert_close(b, torch.ones_like(b))
+    c = torch.zeros(1, 2, 1, 1)
+    c[0, 0] = 1.0
+    f, b = hf.window_match(c, -c, 1, 1)
+    assert f.item() == -1.0 and b.item() == -1.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_deterministic(backend):
+    q = unit_features((2, 16, 8, 8), seed=10)
+    t = unit_features((5, 16, 8, 8), seed=11)
+    a = hf.window_match(q, t, 7, 3, backend=backend)
+    b = hf.window_match(q, t, 7, 3, backend=backend)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+Q = unit_features((1, 4, 5, 5))
+T = unit_features((2, 4, 5, 5))
+
+
+@pytest.mark.parametrize(
+    "args, exc, text",
+    [
+        ((Q, T, 4, 3), ValueError, "fwd_window must be a positive odd int"),
+        ((Q, T, 3, 0), ValueError, "bwd_window must be a positive odd int"),
+        ((Q, T, -3, 3), ValueError, "fwd_window must be a positive odd int"),
+        ((Q, T, 3.0, 3), TypeError, "fwd_window must be an int"),
+        ((Q, T, True, 3), TypeError, "fwd_window must be an int"),
+        ((Q, unit_features((2, 5, 5, 5)), 3, 3), ValueError, "same C, H, W"),
+        ((Q, unit_features((2, 4, 5, 6)), 3, 3), ValueError, "same C, H, W"),
+        ((Q, unit_features((2, 4, 6, 5)), 3, 3), ValueError, "same C, H, W"),
+        ((Q[0], T, 3, 3), ValueError, "query must be 4-D"),
+        ((Q, T[None], 3, 3), ValueError, "templates must be 4-D"),
+        ((Q[:0], T, 3, 3), ValueError, "query is empty"),
+        ((Q, T[:0], 3, 3), ValueError, "templates is empty"),
+        ((Q, T.double(), 3, 3), TypeError, "dtype"),
+        ((Q.int(), T.int(), 3, 3), TypeError, "query dtype must be one of"),
+        ((Q.numpy(), T, 3, 3), TypeError, "query must be a torch.Tensor"),
+        ((Q, T.to("meta"), 3, 3), ValueError, "query is on cpu but templates on meta"),
+    ],
+)
+def test_errors(args, exc, text):
+    with pytest.raises(exc, match=text):
+        hf.window_match(*args)
+
+
+def test_backend_forcing(monkeypatch):
+    with pytest.raises(RuntimeError, match="unknown backend 'bogus'"):
+        hf.window_match(Q, T, 3, 3, backend="bogus")
+    for name, why in hf.available_backends().items():
+        if why:
+            with pytest.raises(RuntimeError, match=f"backend '{name}' cannot run"):
+                hf.window_match(Q, T, 3, 3, backend=name)
+    monkeypatch.setenv("HETMM_BACKEND", "bogus")
+    with pytest.raises(RuntimeError, match="unknown backend 'bogus'"):
+        hf.window_match(Q, T, 3, 3)
+    monkeypatch.setenv("HETMM_BACKEND", "torch")
+    assert _backends.select("window_match", None, (Q, T))[0] == "torch"
+
+
+def test_available_backends_shape():
+    av = hf.available_backends()
+    assert list(av) == ["cuda", "triton", "cpu", "torch"]
+    assert av["torch"] == []
+    assert all(isinstance(v, list) and all(isinstance(s, str) and s for s in v) for v in av.values())
+    if not torch.cuda.is_available():
+        assert "no CUDA device" in av["cuda"]
