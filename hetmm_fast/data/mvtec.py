@@ -1,0 +1,202 @@
+"""Datasets in MVTec AD layout (SPEC section 7).
+
+::
+
+    <root>/<category>/train/good/*.png                  normal images (templates)
+    <root>/<category>/test/good/*.png                   normal test images      (label 0)
+    <root>/<category>/test/<defect>/*.png               defective test images   (label 1)
+    <root>/<category>/ground_truth/<defect>/<stem>_mask.png   0/255 defect masks
+
+Any extension of :data:`~hetmm_fast.data.images.IMAGE_EXTENSIONS` is accepted for images and masks.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from hetmm_fast.data.images import IMAGE_EXTENSIONS, _pil_to_rgb_array, list_images
+
+__all__ = ["GOOD", "TestItem", "MVTecCategory", "list_categories"]
+
+GOOD = "good"
+MASK_SUFFIX = "_mask"
+
+
+def list_categories(root: str | os.PathLike) -> list[str]:
+    """Names of the subfolders of ``root`` that have a ``train/good`` folder, sorted.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
+        NotADirectoryError: ``root`` is a file.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"list_categories: dataset root '{root}' does not exist")
+    if not root.is_dir():
+        raise NotADirectoryError(f"list_categories: dataset root '{root}' is not a folder")
+    return sorted(p.name for p in root.iterdir() if (p / "train" / GOOD).is_dir())
+
+
+@dataclass(frozen=True)
+class TestItem:
+    """One test image of a category.
+
+    Attributes:
+        path: the image file.
+        label: 0 for ``test/good``, 1 for any defect folder.
+        defect: name of the folder under ``test/`` (``"good"`` for normal images).
+        mask_path: the ground-truth mask file, or None (always None for good images; None for a defect image
+            whose mask file is absent).
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    path: Path
+    label: int
+    defect: str
+    mask_path: Path | None
+
+
+def _find_mask(folder: Path, stem: str) -> Path | None:
+    for ext in IMAGE_EXTENSIONS:
+        for candidate in (folder / f"{stem}{MASK_SUFFIX}{ext}", folder / f"{stem}{MASK_SUFFIX}{ext.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+class MVTecCategory:
+    """One category of an MVTec-layout dataset: its training paths, test items and masks.
+
+    Args:
+        root: the dataset root (the folder holding the category folders).
+        category: the category folder name.
+
+    Attributes:
+        name: the category name.
+        root: the category folder ``<root>/<category>``.
+        train_paths: ``train/good`` images, sorted.
+        test_items: every test image, ordered by defect folder name then file name (``good`` sorts with the rest).
+        defect_types: the defect folder names under ``test/`` (not ``good``), sorted.
+
+    Raises:
+        FileNotFoundError: the root or category does not exist (the message lists the available categories), or
+            required parts of the layout are missing (the message lists every missing part).
+    """
+
+    def __init__(self, root: str | os.PathLike, category: str) -> None:
+        dataset_root = Path(root)
+        if not dataset_root.is_dir():
+            raise FileNotFoundError(f"MVTecCategory: dataset root '{dataset_root}' is not an existing folder")
+        if not isinstance(category, str) or not category or "/" in category or "\\" in category:
+            raise ValueError(f"MVTecCategory: category must be a folder name, got {category!r}")
+        folder = dataset_root / category
+        if not folder.is_dir():
+            available = list_categories(dataset_root)
+            raise FileNotFoundError(
+                f"MVTecCategory: category '{category}' not found in '{dataset_root}'; available categories "
+                f"(folders with train/good): {available if available else 'none'}"
+            )
+        self.name = category
+        self.root = folder
+
+        missing: list[str] = []
+        train_dir = folder / "train" / GOOD
+        test_dir = folder / "test"
+        self.train_paths: list[Path] = self._images_or_note(train_dir, missing)
+        test_folders: list[Path] = []
+        if not test_dir.is_dir():
+            missing.append(f"folder {test_dir}")
+        else:
+            test_folders = sorted(p for p in test_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+            if not test_folders:
+                missing.append(f"subfolders of {test_dir} (expected test/good and test/<defect>)")
+        test_items: list[TestItem] = []
+        for sub in test_folders:
+            paths = self._images_or_note(sub, missing)
+            if sub.name == GOOD:
+                test_items.extend(TestItem(p, 0, GOOD, None) for p in paths)
+            else:
+                mask_dir = folder / "ground_truth" / sub.name
+                test_items.extend(TestItem(p, 1, sub.name, _find_mask(mask_dir, p.stem)) for p in paths)
+        if missing:
+            raise FileNotFoundError(
+                f"MVTecCategory: '{folder}' is not a valid MVTec-layout category; missing: " + "; ".join(missing)
+            )
+        self.test_items: list[TestItem] = test_items
+        self.defect_types: list[str] = [p.name for p in test_folders if p.name != GOOD]
+
+    @staticmethod
+    def _images_or_note(folder: Path, missing: list[str]) -> list[Path]:
+        if not folder.is_dir():
+            missing.append(f"folder {folder}")
+            return []
+        try:
+            return list_images(folder)
+        except FileNotFoundError:
+            missing.append(f"images in {folder}")
+            return []
+
+    def __repr__(self) -> str:
+        return (
+            f"MVTecCategory(name={self.name!r}, root='{self.root}', train={len(self.train_paths)}, "
+            f"test={len(self.test_items)}, defect_types={self.defect_types})"
+        )
+
+    @property
+    def labels(self) -> list[int]:
+        """Labels of :attr:`test_items` in order (0 good, 1 defect)."""
+        return [item.label for item in self.test_items]
+
+    def load_mask(self, item: TestItem, size: int) -> torch.Tensor:
+        """Ground truth of one test item as ``Tensor[size, size]`` bool (True = defect).
+
+        The mask is read in [0, 1] (the maximum over channels for a colour mask), resized bilinearly (``align_corners=False``, no antialias) and
+        thresholded ``> 0.5`` (SPEC section 5). Good items give all False. A defect item without a mask file
+        gives all False and a ``UserWarning`` naming the image.
+
+        Raises:
+            ValueError: the mask file cannot be decoded, or ``size`` is not a positive int.
+        """
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
+            raise ValueError(f"MVTecCategory.load_mask: size must be a positive int, got {size!r}")
+        size = int(size)
+        empty = torch.zeros((size, size), dtype=torch.bool)
+        if item.label == 0:
+            return empty
+        if item.mask_path is None:
+            warnings.warn(
+                f"MVTecCategory.load_mask: defect image '{item.path}' has no mask file "
+                f"({self.root / 'ground_truth' / item.defect / (item.path.stem + MASK_SUFFIX + '.png')}); "
+                "using an empty mask",
+                UserWarning,
+                stacklevel=2,
+            )
+            return empty
+        try:
+            with Image.open(item.mask_path) as image:
+                image.load()
+                rgb = _pil_to_rgb_array(image, f"MVTecCategory.load_mask('{item.mask_path}')")
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            raise ValueError(f"MVTecCategory.load_mask: cannot read mask '{item.mask_path}' ({exc})") from exc
+        # A colour mask marks a defect in any channel.
+        gray = rgb.max(axis=2).astype(np.float32) / 255.0
+        mask = torch.from_numpy(gray)[None, None]
+        if mask.shape[-2:] != (size, size):
+            mask = F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+        return mask[0, 0] > 0.5
+
+    def load_masks(self, size: int, items: list[TestItem] | None = None) -> torch.Tensor:
+        """Masks of ``items`` (default: all :attr:`test_items`) stacked as ``Tensor[N, size, size]`` bool."""
+        items = self.test_items if items is None else items
+        if not items:
+            return torch.zeros((0, size, size), dtype=torch.bool)
+        return torch.stack([self.load_mask(item, size) for item in items])
