@@ -128,6 +128,26 @@ def _distinct_sorted(a: np.ndarray) -> np.ndarray:
     return a[keep]
 
 
+def _check_max_points(fn: str, max_points) -> int | None:
+    if max_points is None:
+        return None
+    if isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer)) or max_points < 4:
+        raise ValueError(f"{fn}: max_points must be None or an int >= 4, got {max_points!r}")
+    return int(max_points)
+
+
+def _curve_thresholds(pos: np.ndarray, neg: np.ndarray, max_points: int | None) -> np.ndarray:
+    """Distinct values of two ascending arrays, descending; with max_points, of every k-th value of each only
+    (the lowest and highest of each kept), so that at most about max_points remain."""
+    if max_points is not None:
+        parts = []
+        for a in (pos, neg):
+            k = -(-a.size // (max_points // 2))
+            parts.append(a if k <= 1 else np.append(a[::k], a[-1]))
+        pos, neg = parts
+    return _distinct_sorted(np.sort(np.concatenate([pos, neg]), kind="stable"))[::-1]
+
+
 def _auroc_from_split(pos: np.ndarray, neg: np.ndarray) -> float:
     """Mann-Whitney U (ties count 1/2) = area under the exact ROC curve. Sorts both (owned) arrays in place."""
     pos.sort()
@@ -210,25 +230,28 @@ def f1_max(y_true, y_score) -> float:
     return float(np.max(2.0 * tp / (tp + fp + pos.size)))
 
 
-def roc_curve(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
+def roc_curve(y_true, y_score, max_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact ROC curve with one point per distinct score, like ``sklearn.metrics.roc_curve(drop_intermediate=False)``.
 
     Args:
         y_true: bool or 0/1 labels of any shape (flattened).
         y_score: real scores of the same shape.
+        max_points: for plots of millions of pixels: evaluate only about this many thresholds (every k-th sorted
+            score of each class). The returned points still lie exactly on the curve; only points between are
+            skipped.
 
     Returns:
-        ``(fpr, tpr)``, float64 ``[D + 1]`` for D distinct scores, starting at (0, 0) and ending at (1, 1).
-        The curve has as many points as distinct scores: subsample huge pixel sets before plotting.
+        ``(fpr, tpr)``, float64 ``[D + 1]`` for D (used) distinct scores, from (0, 0) to (1, 1).
     """
     fn = "roc_curve"
+    max_points = _check_max_points(fn, max_points)
     y = _as_labels(fn, "y_true", y_true)
     s = _as_scores(fn, "y_score", y_score)
     _check_shapes(fn, "y_true", y, "y_score", s, None, "")
     pos, neg = _split(fn, y, s, "positives", "negatives")
     pos.sort()
     neg.sort()
-    t = _distinct_sorted(np.sort(np.concatenate([pos, neg]), kind="stable"))[::-1]
+    t = _curve_thresholds(pos, neg, max_points)
     tp = pos.size - np.searchsorted(pos, t, side="left")
     fp = neg.size - np.searchsorted(neg, t, side="left")
     return np.concatenate([[0.0], fp / neg.size]), np.concatenate([[0.0], tp / pos.size])
@@ -342,20 +365,24 @@ def aupro(masks, maps, fpr_limit: float = 0.3) -> float:
     return _pro_area(tail, n_neg, pos, cum, fpr_limit) / fpr_limit
 
 
-def pro_curve(masks, maps, fpr_limit: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def pro_curve(
+    masks, maps, fpr_limit: float | None = None, max_points: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The exact PRO curve behind :func:`aupro`, for plots.
 
     Args:
         masks: ``[B, H, W]`` bool or 0/1 ground truth.
         maps: ``[B, H, W]`` real anomaly maps.
         fpr_limit: if given, the curve stops at exactly this FPR (linearly interpolated last point).
+        max_points: for plots of millions of pixels: evaluate only about this many thresholds (every k-th sorted
+            score of each class); the points (but the interpolated last one) still lie exactly on the curve.
 
     Returns:
-        ``(fpr, pro)``, float64 ``[P]``, from (0, 0), one point per distinct score. ``aupro(m, a, L)`` equals
-        ``np.trapezoid(pro, fpr) / L`` of ``pro_curve(m, a, L)``. The curve holds up to one point per pixel: subsample
-        huge pixel sets before plotting.
+        ``(fpr, pro)``, float64 ``[P]``, from (0, 0), one point per (used) distinct score. Without max_points,
+        ``aupro(m, a, L)`` equals ``np.trapezoid(pro, fpr) / L`` of ``pro_curve(m, a, L)``.
     """
     fn = "pro_curve"
+    max_points = _check_max_points(fn, max_points)
     if fpr_limit is not None:
         fpr_limit = _check_fpr_limit(fn, fpr_limit)
     reg = _Regions(fn, masks, maps)
@@ -369,7 +396,7 @@ def pro_curve(masks, maps, fpr_limit: float | None = None) -> tuple[np.ndarray, 
         pos_part = pos[np.searchsorted(pos, neg[start], side="left"):]
     else:
         neg_part, pos_part = neg, pos
-    t = _distinct_sorted(np.sort(np.concatenate([pos_part, neg_part]), kind="stable"))[::-1]
+    t = _curve_thresholds(pos_part, neg_part, max_points)
     fpr = np.concatenate([[0.0], (n_neg - np.searchsorted(neg, t, side="left")) / n_neg])
     pro = np.concatenate([[0.0], cum[np.searchsorted(pos, t, side="left")]])
     if fpr_limit is None:

@@ -159,6 +159,22 @@ def test_roc_curve_matches_sklearn():
     np.testing.assert_array_equal(tpr, tpr_ref)
 
 
+def test_curves_thinned_for_plots_stay_on_the_exact_curve():
+    rng = np.random.default_rng(11)
+    masks = blob_masks(rng, 6, 20, 20)
+    maps = (rng.random(masks.shape) + 0.4 * masks).astype(np.float32)
+    full = set(zip(*M.roc_curve(masks, maps)))
+    fpr, tpr = M.roc_curve(masks, maps, max_points=40)
+    assert len(fpr) <= 45 and (fpr[0], tpr[0]) == (0.0, 0.0) and (fpr[-1], tpr[-1]) == (1.0, 1.0)
+    assert set(zip(fpr, tpr)) <= full
+    full = set(zip(*M.pro_curve(masks, maps)))
+    fpr, pro = M.pro_curve(masks, maps, 0.3, max_points=40)
+    assert len(fpr) <= 45 and fpr[-1] == pytest.approx(0.3, abs=1e-15)
+    assert set(zip(fpr[:-1], pro[:-1])) <= full
+    with pytest.raises(ValueError, match=r"roc_curve: max_points must be None or an int >= 4, got 2"):
+        M.roc_curve(masks, maps, max_points=2)
+
+
 @pytest.mark.parametrize("levels", [2, 6, 10_000])
 def test_f1_max_matches_precision_recall_curve(levels, monkeypatch):
     rng = np.random.default_rng(levels)
