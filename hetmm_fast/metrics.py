@@ -301,9 +301,10 @@ def _tail_start(neg: np.ndarray, fpr_limit: float) -> int:
 def _pro_area(tail: np.ndarray, n_neg: int, pos: np.ndarray, cum: np.ndarray, fpr_limit: float) -> float:
     """Area under the exact PRO curve over FPR in [0, fpr_limit], linear interpolation at fpr_limit.
 
-    tail: the largest normal scores, ascending, holding every copy of each value it holds. Only distinct normal scores need a segment: between two of them the curve is vertical. The
-    segment of value v runs from (F, PRO(> v)) to (F + count(v) / n_neg, PRO(>= v)). Walked from the top in chunks
-    that never split a tie group, stopping at the segment that crosses fpr_limit.
+    tail: the largest normal scores, ascending, holding every copy of each value it holds. Only distinct normal
+    scores need a segment: between two of them the curve is vertical. The segment of value v runs from
+    (F, PRO(> v)) to (F + count(v) / n_neg, PRO(>= v)). Walked from the top in chunks that never split a tie group,
+    stopping at the segment that crosses fpr_limit.
     """
     budget = fpr_limit * n_neg  # in normal pixels
     done = 0
@@ -413,10 +414,10 @@ def paper_pro(masks, maps, num_thresholds: int = 300, fpr_limit: float = 0.3) ->
 
     Thresholds: ``np.linspace(maps.min(), maps.max(), num_thresholds)`` over all pixels, in the maps' dtype (numpy
     computes a float32 linspace in float32); prediction ``score > t``. At each threshold: FPR over all normal
-    pixels and PRO = mean per-region overlap (8-connected ground-truth regions per image). Keep the points with FPR <= fpr_limit,
-    rescale both FPR and PRO over the kept points as ``(v - min) / (max - min + 1e-5)``, and return the trapezoid
-    area (over FPR ascending) times 100. The rescaling is the published convention; it is why this number is not
-    the standard AUPRO.
+    pixels and PRO = mean per-region overlap (8-connected ground-truth regions per image). Keep the points with
+    FPR <= fpr_limit, rescale both FPR and PRO over the kept points as ``(v - min) / (max - min + 1e-5)``, and
+    return the trapezoid area (over FPR ascending) times 100. The rescaling is the published convention; it is
+    why this number is not the standard AUPRO.
 
     Args:
         masks: ``[B, H, W]`` bool or 0/1 ground truth.

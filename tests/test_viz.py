@@ -195,7 +195,7 @@ def test_existing_file_survives_a_failed_overwrite(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "call, error, pattern",
     [
-        (lambda p: viz.save_overlay(p / "x.jpg", grey(), hot_spot()), ValueError, r"save_overlay: path must end in .png"),
+        (lambda p: viz.save_overlay(p / "x.jpg", grey(), hot_spot()), ValueError, r"save_overlay: path must end in"),
         (lambda p: viz.save_overlay(3, grey(), hot_spot()), TypeError, r"path must be a str or os.PathLike"),
         (lambda p: viz.save_overlay(p / "x.png", grey(), hot_spot(), score=float("nan")), ValueError, r"finite"),
         (lambda p: viz.save_overlay(p / "x.png", grey(), hot_spot(), score="high"), TypeError, r"score must be a nu"),
