@@ -159,9 +159,9 @@ class MVTecCategory:
     def load_mask(self, item: TestItem, size: int) -> torch.Tensor:
         """Ground truth of one test item as ``Tensor[size, size]`` bool (True = defect).
 
-        The mask is read in [0, 1] (the maximum over channels for a colour mask), resized bilinearly (``align_corners=False``, no antialias) and
-        thresholded ``> 0.5`` (SPEC section 5). Good items give all False. A defect item without a mask file
-        gives all False and a ``UserWarning`` naming the image.
+        The mask is read in [0, 1] (the maximum over channels for a colour mask), resized bilinearly
+        (``align_corners=False``, no antialias) and thresholded ``> 0.5`` (SPEC section 5). Good items give all
+        False. A defect item without a mask file gives all False and a ``UserWarning`` naming the image.
 
         Raises:
             ValueError: the mask file cannot be decoded, or ``size`` is not a positive int.
