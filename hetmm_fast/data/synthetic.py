@@ -69,7 +69,9 @@ _F32 = np.float32
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Numeric helpers. All images are float32 HxWx3 in [0, 1]; coordinates are pixel centres 0..S-1 (x right, y down).
+# Numeric helpers. Images are float32 [3, S, S] in [0, 1] while drawing (channels first: numpy broadcasts a colour
+# over whole planes much faster than over a trailing axis of 3) and uint8 [S, S, 3] once finished. Coordinates are
+# pixel centres 0..S-1, x to the right, y down.
 
 
 @functools.lru_cache(maxsize=4)
@@ -84,8 +86,9 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 def _noise(rng: np.random.Generator, size: int, cell_y: float, cell_x: float | None = None) -> np.ndarray:
     """Smooth noise ``[S, S]`` with features about ``cell_y`` x ``cell_x`` pixels (bicubic-upsampled white noise)."""
     cell_x = cell_y if cell_x is None else cell_x
-    ny = max(2, int(round(size / max(cell_y, 1e-3))) + 1)
-    nx = max(2, int(round(size / max(cell_x, 1e-3))) + 1)
+    # Cells of a pixel or less: white noise along that axis, drawn at full resolution (no resampling there).
+    ny = size if cell_y <= 1.0 else max(2, int(round(size / cell_y)) + 1)
+    nx = size if cell_x <= 1.0 else max(2, int(round(size / cell_x)) + 1)
     coarse = rng.standard_normal((ny, nx), dtype=_F32)
     return np.asarray(Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC), dtype=_F32)
 
@@ -186,15 +189,20 @@ def _pick_point(rng: np.random.Generator, allowed: np.ndarray) -> np.ndarray:
     return np.array([idx % allowed.shape[1], idx // allowed.shape[1]], dtype=np.float64)
 
 
-def _tint(image: np.ndarray, alpha: np.ndarray, factor: np.ndarray) -> np.ndarray:
+def _rgb(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """An RGB colour (or per-pixel colour ``[3, S, S]``) shaped to broadcast against ``[3, S, S]`` images."""
+    arr = np.asarray(values, dtype=_F32)
+    return arr.reshape(3, 1, 1) if arr.ndim == 1 else arr
+
+
+def _tint(image: np.ndarray, alpha: np.ndarray, factor: Sequence[float]) -> np.ndarray:
     """Multiply the colour by ``factor`` (RGB) where ``alpha`` (``[S, S]``) is 1, blending in between."""
-    a = alpha[..., None]
-    return image * (1.0 - a + a * np.asarray(factor, dtype=_F32))
+    return image * (1.0 + alpha * (_rgb(factor) - 1.0))
 
 
-def _paint(image: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    a = alpha[..., None]
-    return image * (1.0 - a) + a * np.asarray(colour, dtype=_F32)
+def _paint(image: np.ndarray, alpha: np.ndarray, colour: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Cover ``image`` (``[3, S, S]``) with ``colour`` in proportion to ``alpha`` (``[S, S]``)."""
+    return image + alpha * (_rgb(colour) - image)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -203,7 +211,7 @@ def _paint(image: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> np.ndarr
 
 @dataclass
 class _Scene:
-    image: np.ndarray  # [S, S, 3] clean normal image
+    image: np.ndarray  # [3, S, S] clean normal image
     allowed: np.ndarray  # [S, S] bool: where a defect may be centred
     fg: np.ndarray | None = None  # [S, S] object coverage (objects only)
     extra: dict = field(default_factory=dict)
@@ -244,7 +252,7 @@ def _render_carpet(rng: np.random.Generator, size: int) -> _Scene:
     balance = 1.0 + rng.normal(0.0, 0.015, 3)
     warp_col = np.array([0.64, 0.50, 0.38]) * balance
     weft_col = np.array([0.56, 0.45, 0.35]) * balance
-    image = shade[..., None] * weft_col.astype(_F32) + (shade * over)[..., None] * (warp_col - weft_col).astype(_F32)
+    image = _rgb(weft_col) * shade + _rgb(warp_col - weft_col) * (shade * over)
     return _Scene(image, _texture_allowed(size), extra={"k": k})
 
 
@@ -274,8 +282,7 @@ def _render_wood(rng: np.random.Generator, size: int) -> _Scene:
     tone = np.clip(tone + 0.5 * knot_core * late, 0.0, 1.0)
     light = np.array([0.82, 0.63, 0.44]) * (1.0 + rng.normal(0.0, 0.015, 3))
     dark = np.array([0.50, 0.31, 0.18])
-    image = light.astype(_F32) + (dark - light).astype(_F32) * tone[..., None]
-    image = image * _lighting(rng, size, 0.10)[..., None]
+    image = (_rgb(light) + _rgb(dark - light) * tone) * _lighting(rng, size, 0.10)
     return _Scene(image, _texture_allowed(size), extra={"k": k})
 
 
@@ -315,7 +322,7 @@ def _render_pill(rng: np.random.Generator, size: int) -> _Scene:
     highlight = np.exp(-band * band) * _smoothstep(half_len + 0.6 * radius, half_len - 0.2 * radius, np.abs(along))
     brightness = (0.62 + 0.36 * height + 0.08 * highlight) * _lighting(rng, size, 0.05)
     grain = 0.02 * _noise(rng, size, 2 * k) + 0.02 * _noise(rng, size, 12 * k)
-    body = np.array([0.92, 0.89, 0.83], dtype=_F32) * (brightness + grain)[..., None]
+    body = _rgb([0.92, 0.89, 0.83]) * (brightness + grain)
 
     # Red speckles: many, in random places, different in every pill — normal.
     speckles = _Canvas(size)
@@ -329,7 +336,7 @@ def _render_pill(rng: np.random.Generator, size: int) -> _Scene:
     for stroke in _PILL_IMPRINT:
         imprint_canvas.polyline(_rotate(stroke * k, angle) + (cx, cy), 2.4 * k)
     imprint_alpha = imprint_canvas.alpha() * 0.85
-    ink = np.array([0.42, 0.38, 0.36], dtype=_F32)
+    ink = _rgb([0.42, 0.38, 0.36])
     surface = body
     body = _paint(body, imprint_alpha, ink)
 
@@ -337,8 +344,8 @@ def _render_pill(rng: np.random.Generator, size: int) -> _Scene:
     shadow_dist, _, _ = _stadium_distance(xx, yy, cx + 3 * k, cy + 4 * k, angle, half_len)
     shade = 0.07 * (1.0 + 0.15 * _noise(rng, size, 50 * k) + 0.05 * _noise(rng, size, 3 * k))
     shade = shade * (1.0 - 0.5 * _smoothstep(radius + 6 * k, radius - 6 * k, shadow_dist))
-    background = np.repeat(shade[..., None], 3, axis=2)
-    image = background + (body - background) * fg[..., None]
+    background = np.broadcast_to(shade, (3, size, size))
+    image = background + (body - background) * fg
     return _Scene(
         image,
         sdf < -8 * k,
@@ -381,9 +388,11 @@ def _render_nut(rng: np.random.Generator, size: int) -> _Scene:
     thread = _smoothstep(hole_r + 9 * k, hole_r + 7 * k, radii)
     base_profile = 0.60 + 0.025 * rings - 0.12 * chamfer
     thread_profile = 1.0 - 0.35 * thread * (0.6 + 0.4 * np.sin(2.0 * np.pi * radii / (2.2 * k)))
-    base = np.interp(r, radii, base_profile).astype(_F32)
-    chamfer_px = np.interp(r, radii, chamfer).astype(_F32)
-    thread_px = np.interp(r, radii, thread_profile).astype(_F32)
+    # Nearest entry of a 1/4-pixel table: a gather, much cheaper than np.interp on every pixel.
+    at = np.minimum((r * 4.0 + 0.5).astype(np.intp), len(radii) - 1)
+    base = base_profile.astype(_F32)[at]
+    chamfer_px = chamfer.astype(_F32)[at]
+    thread_px = thread_profile.astype(_F32)[at]
 
     # A reflection that moves with the light direction: cos(2 (theta - light)); the chamfer lights on one side.
     light = rng.uniform(-0.5, 0.5) + math.pi / 4
@@ -393,13 +402,12 @@ def _render_nut(rng: np.random.Generator, size: int) -> _Scene:
     shade = (shade + 0.02 * _noise(rng, size, 1.5 * k)) * thread_px
     bevel = _smoothstep(-3.0 * k, 0.0, sdf_hex)
     shade = shade * (1.0 - 0.25 * bevel) * _lighting(rng, size, 0.06)
-    metal = np.array([0.64, 0.65, 0.68], dtype=_F32) * (1.0 + rng.normal(0.0, 0.01, 3)).astype(_F32)
-    body = metal * shade[..., None]
+    body = _rgb(np.array([0.64, 0.65, 0.68]) * (1.0 + rng.normal(0.0, 0.01, 3))) * shade
 
-    background = np.array([0.16, 0.17, 0.20], dtype=_F32) * (
+    background = _rgb([0.16, 0.17, 0.20]) * (
         1.0 + 0.12 * _noise(rng, size, 60 * k) + 0.04 * _noise(rng, size, 2 * k)
-    )[..., None]
-    image = background + (body - background) * fg[..., None]
+    )
+    image = background + (body - background) * fg
     allowed = (sdf_hex < -8 * k) & (r > hole_r + 12 * k)
     return _Scene(
         image,
@@ -414,7 +422,7 @@ def _render_nut(rng: np.random.Generator, size: int) -> _Scene:
 
 
 def _hair(scene: _Scene, rng: np.random.Generator, colour: Sequence[float], width: tuple[float, float]) -> np.ndarray:
-    k, size = scene.extra["k"], scene.image.shape[0]
+    k, size = scene.extra["k"], scene.image.shape[-1]
     canvas = _Canvas(size)
     curve = _curve(rng, _pick_point(rng, scene.allowed), rng.uniform(0, 2 * np.pi), rng.uniform(35, 80) * k, 0.12)
     canvas.polyline(curve, np.linspace(width[1], width[0], len(curve)) * k)
@@ -425,7 +433,7 @@ def _carpet_contamination(scene: _Scene, rng: np.random.Generator) -> np.ndarray
     if rng.uniform() < 0.5:
         return _hair(scene, rng, (0.12, 0.09, 0.08), (1.2, 1.8))
     # A clump of foreign fibres of a colour the carpet does not have.
-    k, size = scene.extra["k"], scene.image.shape[0]
+    k, size = scene.extra["k"], scene.image.shape[-1]
     canvas = _Canvas(size)
     base = _pick_point(rng, scene.allowed)
     for _ in range(int(rng.integers(4, 9))):
@@ -436,20 +444,20 @@ def _carpet_contamination(scene: _Scene, rng: np.random.Generator) -> np.ndarray
 
 
 def _carpet_hole(scene: _Scene, rng: np.random.Generator) -> np.ndarray:
-    k, size = scene.extra["k"], scene.image.shape[0]
+    k, size = scene.extra["k"], scene.image.shape[-1]
     canvas = _Canvas(size)
     center = _pick_point(rng, scene.allowed)
     canvas.polygon(_blob(rng, center, rng.uniform(8, 15) * k, roughness=0.5, aspect=rng.uniform(0.7, 1.4)))
     hole = canvas.alpha()
     # Torn fibres around the hole stand up and catch the light; the hole shows the dark backing with loose ends.
     rim = np.clip(ndimage.gaussian_filter(hole, 2.5 * k) * 2.2 - hole, 0.0, 1.0)
-    frayed = 1.0 + rim[..., None] * np.clip(0.45 + 0.35 * _noise(rng, size, 1.2 * k), 0.0, None)[..., None]
+    frayed = 1.0 + rim * np.clip(0.45 + 0.35 * _noise(rng, size, 1.2 * k), 0.0, None)
     depth = 0.05 + 0.10 * np.clip(_noise(rng, size, 1.5 * k, 4 * k), 0.0, None)
-    return _paint(scene.image * frayed, hole, np.array([1.0, 0.9, 0.85], dtype=_F32) * depth[..., None])
+    return _paint(scene.image * frayed, hole, _rgb([1.0, 0.9, 0.85]) * depth)
 
 
 def _soft_blob(scene: _Scene, rng: np.random.Generator, radius: tuple[float, float], blur: float) -> np.ndarray:
-    k, size = scene.extra["k"], scene.image.shape[0]
+    k, size = scene.extra["k"], scene.image.shape[-1]
     canvas = _Canvas(size)
     canvas.polygon(
         _blob(rng, _pick_point(rng, scene.allowed), rng.uniform(*radius) * k, 0.45, rng.uniform(0.6, 1.6))
@@ -469,7 +477,7 @@ def _carpet_stain(scene: _Scene, rng: np.random.Generator) -> np.ndarray:
 def _scratch(
     scene: _Scene, rng: np.random.Generator, colour: Sequence[float], length: tuple[float, float]
 ) -> np.ndarray:
-    k, size = scene.extra["k"], scene.image.shape[0]
+    k, size = scene.extra["k"], scene.image.shape[-1]
     canvas = _Canvas(size)
     curve = _curve(rng, _pick_point(rng, scene.allowed), rng.uniform(0, 2 * np.pi), rng.uniform(*length) * k, 0.03)
     canvas.polyline(curve, rng.uniform(1.0, 1.8) * k)
@@ -485,7 +493,7 @@ def _wood_scratch(scene: _Scene, rng: np.random.Generator) -> np.ndarray:
 
 def _crack_curve(scene: _Scene, rng: np.random.Generator, angle: float, length: float) -> np.ndarray:
     """A jagged crack: random walk with sharp heading changes and a tapering width, as alpha ``[S, S]``."""
-    k, size = scene.extra["k"], scene.image.shape[0]
+    k, size = scene.extra["k"], scene.image.shape[-1]
     canvas = _Canvas(size)
     n = 24
     curve = _curve(rng, _pick_point(rng, scene.allowed), angle, length, 0.06, n)
@@ -521,7 +529,7 @@ def _pill_crack(scene: _Scene, rng: np.random.Generator) -> np.ndarray:
 
 
 def _pill_contamination(scene: _Scene, rng: np.random.Generator) -> np.ndarray:
-    k, size = scene.extra["k"], scene.image.shape[0]
+    k, size = scene.extra["k"], scene.image.shape[-1]
     canvas = _Canvas(size)
     base = _pick_point(rng, scene.allowed)
     canvas.polygon(_blob(rng, base, rng.uniform(3, 7) * k, 0.6))
@@ -533,7 +541,7 @@ def _pill_contamination(scene: _Scene, rng: np.random.Generator) -> np.ndarray:
 
 def _pill_print(scene: _Scene, rng: np.random.Generator) -> np.ndarray:
     """A faulty imprint: partly missing, or smeared sideways."""
-    k, size, extra = scene.extra["k"], scene.image.shape[0], scene.extra
+    k, size, extra = scene.extra["k"], scene.image.shape[-1], scene.extra
     ink = extra["imprint_alpha"]
     ys, xs = np.nonzero(ink > 0.5)
     if rng.uniform() < 0.5:
@@ -546,7 +554,7 @@ def _pill_print(scene: _Scene, rng: np.random.Generator) -> np.ndarray:
         smear = ndimage.shift(ink, (shift[1], shift[0]), order=1)
         new_ink = np.clip(ink + 0.8 * ndimage.gaussian_filter(smear, 1.2 * k), 0.0, 0.9)
     body = _paint(extra["surface"], new_ink, extra["ink"])
-    fg = scene.fg[..., None]
+    fg = scene.fg
     return extra["background"] * (1.0 - fg) + body * fg
 
 
@@ -556,7 +564,7 @@ def _nut_scratch(scene: _Scene, rng: np.random.Generator) -> np.ndarray:
 
 def _nut_missing_part(scene: _Scene, rng: np.random.Generator) -> np.ndarray:
     """A chunk broken off the rim: the background shows where the metal was; the fresh break edge is bright."""
-    k, size, extra = scene.extra["k"], scene.image.shape[0], scene.extra
+    k, size, extra = scene.extra["k"], scene.image.shape[-1], scene.extra
     corner = rng.integers(6) * np.pi / 3 + extra["angle"] + np.pi / 6 + rng.uniform(-0.35, 0.35)
     reach = extra["circum"] * rng.uniform(0.85, 1.0)
     at = np.asarray(extra["center"]) + reach * np.array([math.cos(corner), math.sin(corner)])
@@ -565,12 +573,12 @@ def _nut_missing_part(scene: _Scene, rng: np.random.Generator) -> np.ndarray:
     cut = canvas.alpha()
     fg = scene.fg * (1.0 - cut)
     edge = np.clip(ndimage.gaussian_filter(cut, 1.2 * k) - cut, 0.0, 1.0) * fg * 2.0
-    body = extra["body"] * (1.0 + 0.25 * edge[..., None])
-    return extra["background"] * (1.0 - fg[..., None]) + body * fg[..., None]
+    body = extra["body"] * (1.0 + 0.25 * edge)
+    return extra["background"] * (1.0 - fg) + body * fg
 
 
 def _nut_stain(scene: _Scene, rng: np.random.Generator) -> np.ndarray:
-    k, size = scene.extra["k"], scene.image.shape[0]
+    k, size = scene.extra["k"], scene.image.shape[-1]
     alpha = _soft_blob(scene, rng, (8, 16), 1.5) * (0.8 + 0.2 * _noise(rng, size, 3 * k))
     factor = np.array([[1.15, 0.70, 0.40], [0.55, 0.50, 0.40]])[rng.integers(2)]
     return _tint(scene.image, np.clip(alpha, 0.0, 1.0), factor)
@@ -621,13 +629,14 @@ class SyntheticSample:
 
 
 def _sensor_noise(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Pixel noise ``[S, S, 3]``: triangular on {-3..3}/255 (std 1.6/255), from random bytes (cheap)."""
-    b = np.frombuffer(rng.bytes(size * size * 3), dtype=np.uint8).reshape(size, size, 3)
+    """Pixel noise ``[3, S, S]``: triangular on {-3..3}/255 (std 1.6/255), from random bytes (cheap)."""
+    b = np.frombuffer(rng.bytes(size * size * 3), dtype=np.uint8).reshape(3, size, size)
     return ((b & 3) + ((b >> 2) & 3)).astype(_F32) * (1.0 / 255.0) - (3.0 / 255.0)
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+    """``[3, S, S]`` float in [0, 1] -> ``[S, S, 3]`` uint8."""
+    return np.ascontiguousarray(np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0))
 
 
 def _stream(seed: int, category: str, split: str, index: int) -> np.random.Generator:
@@ -701,12 +710,12 @@ def render_sample(
     min_area = max(12, int(20 * (size / 256.0) ** 2))
     for _ in range(_MAX_DEFECT_TRIES):
         painted = _PAINTERS[(category, defect)](scene, rng)
-        mask = _defect_mask(np.abs(painted - scene.image).max(axis=2) > _MASK_THRESHOLD)
+        mask = _defect_mask(np.abs(painted - scene.image).max(axis=0) > _MASK_THRESHOLD)
         if mask.sum() >= min_area:
             break
     else:
         raise RuntimeError(f"{where}: could not place a visible {defect!r} defect on {category!r} (seed {seed})")
-    image = _to_uint8(np.where(mask[..., None], painted, scene.image) + sensor)
+    image = _to_uint8(np.where(mask, painted, scene.image) + sensor)
     # Quantisation may leave a few mask pixels unchanged; the mask stays the region the painter touched.
     return SyntheticSample(image, mask, normal, defect)
 
