@@ -1,0 +1,22 @@
+// The one place that declares the hetmm operator schemas (TORCH_LIBRARY) and the Python module hetmm_fast._C.
+//
+// Kernels register themselves per dispatch key in csrc/<op>/<op>_torch.cpp (CPU) and <op>_cuda_torch.cpp (CUDA);
+// fake (meta) kernels are registered in Python (hetmm_fast/_engine_cpu.py). Importing hetmm_fast._C loads this
+// shared library, which runs the static registrations; the module itself has no functions.
+#include <Python.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(hetmm, m) {
+  // query [B, C, H, W], templates [N, C, H, W] -> (forward [B, H, W] f32, backward [B, H, W] f32); SPEC §2.
+  m.def("window_match(Tensor query, Tensor templates, int fwd_window, int bwd_window) -> (Tensor, Tensor)");
+  // dist [P, N, N] f64 -> labels [P, N] int64; SPEC §4 step 1.
+  m.def("optics_labels(Tensor dist, int min_samples, float xi) -> Tensor");
+  // templates [N, C, H, W] -> indices [size, H, W] int64; SPEC §4.
+  m.def("pts_select(Tensor templates, int size) -> Tensor");
+}
+
+extern "C" PyObject* PyInit__C(void) {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "hetmm_fast compiled engine (ops in torch.ops.hetmm)",
+                               -1, nullptr};
+  return PyModule_Create(&module);
+}

@@ -1,0 +1,84 @@
+"""The ``cpu`` backend: C++/OpenMP kernels of ``hetmm_fast._C`` behind ``torch.ops.hetmm.*``.
+
+Importing this module loads the compiled extension (``ModuleNotFoundError`` when it was not built, which
+``hetmm_fast._backends`` reports as "extension not built"), registers the fake (shape-only) kernels of every
+``hetmm`` op so the ops work under ``torch.compile`` / ``FakeTensor`` / ``opcheck``, and registers the ``cpu`` backend
+of every op listed in ``_OPS`` whose CPU kernel the extension actually contains.
+
+Numerics of the CPU ``window_match`` (csrc/window_match/window_match.h): float32, float16 and bfloat16 inputs are
+computed in float32 (half inputs converted exactly, float32 accumulation), float64 inputs in float64; the outputs are
+float32 like the reference's.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from . import _C  # noqa: F401  (loading the library runs the TORCH_LIBRARY registrations)
+from . import _backends
+
+WINDOW_MATCH_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+@torch.library.register_fake("hetmm::window_match")
+def _window_match_fake(query, templates, fwd_window, bwd_window):
+    B, _, H, W = query.shape
+    return query.new_empty((B, H, W), dtype=torch.float32), query.new_empty((B, H, W), dtype=torch.float32)
+
+
+@torch.library.register_fake("hetmm::optics_labels")
+def _optics_labels_fake(dist, min_samples, xi):
+    P, N, _ = dist.shape
+    return dist.new_empty((P, N), dtype=torch.int64)
+
+
+@torch.library.register_fake("hetmm::pts_select")
+def _pts_select_fake(templates, size):
+    _, _, H, W = templates.shape
+    return templates.new_empty((size, H, W), dtype=torch.int64)
+
+
+def cpu_reasons(tensors: Sequence[torch.Tensor], dtypes: Sequence[torch.dtype]) -> list[str]:
+    """Why the CPU kernels cannot take ``tensors``: not on the CPU, or a dtype outside ``dtypes`` ([] = they can)."""
+    why = []
+    devices = sorted({t.device.type for t in tensors if t.device.type != "cpu"})
+    if devices:
+        why.append(f"inputs on {', '.join(devices)}, not cpu")
+    bad = sorted({str(t.dtype).removeprefix("torch.") for t in tensors if t.dtype not in dtypes})
+    if bad:
+        why.append(f"dtype {', '.join(bad)} not supported")
+    return why
+
+
+def window_match(query: torch.Tensor, templates: torch.Tensor, fwd_window: int, bwd_window: int):
+    """Engine callable (inputs validated by ``hetmm_fast.window_match``): ``query`` Tensor[B, C, H, W],
+    ``templates`` Tensor[N, C, H, W] (float32/float16/bfloat16/float64, any strides) -> (forward, backward) Tensor[B, H, W]
+    float32."""
+    return torch.ops.hetmm.window_match(query, templates, fwd_window, bwd_window)
+
+
+def _window_match_can_run(tensors: Sequence[torch.Tensor]) -> list[str]:
+    return cpu_reasons(tensors, WINDOW_MATCH_DTYPES)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Registration table: (op, engine callable, can_run). Add one line per op whose CPU kernel exists; an op whose CPU
+# kernel is missing from the built extension is skipped, so a stale build never breaks the ladder.
+_OPS: list[tuple[str, Callable, Callable[[Sequence[torch.Tensor]], list[str]]]] = [
+    ("window_match", window_match, _window_match_can_run),
+    # optics_labels / pts_select CPU registrations go here.
+]
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def has_cpu_kernel(op: str) -> bool:
+    """True when ``torch.ops.hetmm.<op>`` has a CPU kernel registered (by the loaded extension)."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"hetmm::{op}", "CPU")
+
+
+REGISTERED: list[str] = []
+for _op, _fn, _can_run in _OPS:
+    if has_cpu_kernel(_op):
+        _backends.register(_op, "cpu", _fn, _can_run)
+        REGISTERED.append(_op)
