@@ -27,13 +27,13 @@ import triton.language as tl
 from .. import _backends
 from .._validate import FLOAT_DTYPES, check_feature_tensor
 from ..reference.pts_select import min_samples_for, select_from_labels
-from .window_match import INTERPRET, PRECISIONS
+from .window_match import INTERPRET, PRECISIONS, device_guard
 
 DEFAULT_BUDGET_BYTES = 64 << 20
 XI = 0.05  # SPEC §4
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["p_start"])  # one compile for every chunk of pixels
 def _gram_kernel(
     x_ptr, g_ptr, d_ptr,
     N, C, W, p_start,
@@ -125,21 +125,20 @@ def _launch(templates, dtype, start, stop, want_g, want_d, fp64_dot, precision, 
     if why:
         raise RuntimeError(f"hetmm.{op}: cannot run: {'; '.join(why)}")
     fp64 = dtype == torch.float64
-    use_dot = not fp64 or fp64_dot
     shape = (stop - start, N, N)
     g = torch.empty(shape, dtype=dtype, device=templates.device) if want_g else None
     d = torch.empty(shape, dtype=dtype, device=templates.device) if want_d else None
     blk = 16 if N <= 16 else 32
-    grid = (stop - start, triton.cdiv(N, blk), triton.cdiv(N, blk))
-    dummy = g if g is not None else d
-    _gram_kernel[grid](
-        templates, dummy if g is None else g, dummy if d is None else d,
-        N, C, W, start, *templates.stride(),
-        WRITE_G=want_g, WRITE_D=want_d, FP64=fp64, USE_DOT=use_dot,
-        UPCAST=INTERPRET and templates.dtype == torch.bfloat16,  # see window_match._kernel_args
-        PRECISION=precision if templates.dtype in (torch.float32, torch.float64) else "tf32",
-        BI=blk, BJ=blk, BC=16 if INTERPRET else 32,
-    )
+    out_g = g if g is not None else d  # the kernel skips the store of an output it was not asked for
+    out_d = d if d is not None else g
+    with device_guard(templates):
+        _gram_kernel[(stop - start, triton.cdiv(N, blk), triton.cdiv(N, blk))](
+            templates, out_g, out_d, N, C, W, start, *templates.stride(),
+            WRITE_G=want_g, WRITE_D=want_d, FP64=fp64, USE_DOT=not fp64 or fp64_dot,
+            UPCAST=INTERPRET and templates.dtype == torch.bfloat16,  # see window_match._kernel_args
+            PRECISION=precision if templates.dtype in (torch.float32, torch.float64) else "tf32",
+            BI=blk, BJ=blk, BC=16 if INTERPRET else 32,
+        )
     return g, d
 
 

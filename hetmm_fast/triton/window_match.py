@@ -1,22 +1,25 @@
 """Fused mutual window matching (SPEC §2) as one Triton kernel.
 
-Work decomposition. One program owns a tile of query pixels: ``BX`` consecutive pixels of one row ``y`` for ``NB``
-query images (``M = NB * BX`` rows of the dot-product tile). It walks the rows ``y' = y + dy`` of the larger window
-(``|dy| <= d``, clipped to the image) and, for each row, every template ``t``; it loads the haloed template segment
-``T[t, :, y', x0 - dx : x0 - dx + BT]`` (``BT = next_pow2(BX + 2 dx)``, ``dx = min(d, W - 1)``) and forms the
-``[M, BT]`` tile of cosine similarities with ``tl.dot`` (``C`` reduced in chunks of ``BC``; fp32 accumulation). Pairs
-outside a window or outside the image are masked to -inf; then
+Work decomposition. Program ``pid`` (1-D grid, x-blocks fastest, then rows, then image groups) owns a tile of
+query pixels: ``BX`` consecutive pixels of row ``y`` for ``NB`` query images, ``M = NB * BX`` rows of the
+dot-product tile. The template columns any of them can pair with are ``x0 - dx .. x0 + BX - 1 + dx``
+(``dx = min(d, W - 1)``, ``d`` the larger half window), processed ``BT = min(256, next_pow2(BX + 2 dx))`` at a time
+(one tile except for very wide windows). For each window row ``y' = y + dy`` (``|dy| <= d``, clipped to the image)
+and each template ``t`` the program loads the haloed segment ``T[t, :, y', cols]`` and forms the ``[M, BT]`` tile of
+dot products with ``tl.dot`` (C in chunks of ``BC``; the query tile is loaded once when ``C <= BC``). Then
 
-* forward: the row max of the masked tile updates a per-query-pixel running max held in registers for the whole
-  program (all rows and templates), stored once at the end;
-* backward: the column max per image (``[NB, BT]``) is kept as a running max over the templates of the current row
-  and then folded into ``bwd[b, y', x]`` with one float ``atomic_max`` per element and window row.
+* ``m`` = elementwise max over the templates of those tiles (the ``M_s`` of SPEC §2 for this row);
+* backward: mask ``m`` to the backward window and the image, take the column max per image (``[NB, BT]``) and fold
+  it into ``bwd[b, y', x]`` with one relaxed float ``atomic_max`` per element and window row (``bwd`` starts at -1);
+* forward: ``m`` of the rows inside the forward window is folded (elementwise max) into a ``[M, BT]`` register tile,
+  masked and row-reduced once per column tile into the per-pixel running max, stored once at the end.
 
-Nothing of size ``B * N * H * W`` is materialised: the outputs ``fwd``, ``bwd`` (``B * H * W`` fp32 each) are the
-only global writes. Work: ``2 * NB * BX * BT * C`` FLOPs per (program, window row, template), i.e. about
-``BT / (2 d + 1)`` times the useful ``2 * B * N * H * W * k^2 * C`` (tiles are rectangles, the window is a band).
-Bytes: each program reads its query tile (once when ``C <= BC``, else once per template and row from L1/L2) and
-``(2 d + 1) * N`` template segments of ``C * BT`` elements; neighbouring programs share those segments in L2.
+Nothing of size ``B * N * H * W`` is materialised: ``fwd`` and ``bwd`` (``B * H * W`` fp32 each) are the only global
+writes. Work: ``2 * M * BT * C`` FLOPs per (program, window row, template), i.e. about ``BT / (2 d + 1)`` times the
+useful ``2 * B * N * H * W * k^2 * C`` (a tile is a rectangle, the window a band). Bytes: per program the query tile
+and ``(2 d + 1) * N`` template segments of ``C * BT`` elements; programs of neighbouring x-blocks and rows read the
+same segments, which L2 serves. Autotuned over (BX, NB, BC, warps, stages), keyed on B, C, H, W, the windows, dtype
+and precision; the interpreter runs one small config.
 
 Numerics: fp16/bf16 inputs are multiplied on tensor cores with fp32 accumulation; fp32 inputs use exact fp32 dot
 products (``input_precision="ieee"``) unless TF32 is asked for (``precision="tf32"``, or
@@ -26,6 +29,8 @@ reference. A maximum has no ties to break, and ``atomic_max`` is order independe
 The summation order over C differs from the reference's ``bmm``: fp32 results agree to a few ulp.
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import triton
@@ -65,7 +70,8 @@ def _configs() -> list[triton.Config]:
     return out
 
 
-@triton.jit
+# B, N, H only bound loops and index programs: not specialising on them (==1, %16) saves recompiles per batch size.
+@triton.jit(do_not_specialize=["B", "N", "H"])
 def _window_match_kernel(
     q_ptr, t_ptr, fwd_ptr, bwd_ptr,
     B, N, C, H, W,
@@ -158,7 +164,7 @@ def _window_match_kernel(
                 f_acc = tl.maximum(f_acc, m)
             if (dy <= DB) & (dy >= -DB):
                 bcol = tl.max(tl.reshape(tl.where(b_mask, m, float("-inf")), [NB, BX, BT]), axis=1)  # [NB, BT]
-                tl.atomic_max(b_dst, bcol, mask=b_ok)
+                tl.atomic_max(b_dst, bcol, mask=b_ok, sem="relaxed")  # a max needs no ordering
             b_dst += W
             t_y += st_h
         fwd = tl.maximum(fwd, tl.max(tl.where(f_mask, f_acc, float("-inf")), axis=1))
@@ -205,8 +211,14 @@ def _window_match_op(
     """The Triton kernel as the ``torch.library`` op ``hetmm::window_match_triton``; inputs as in
     :func:`window_match`, ``precision`` one of ``PRECISIONS``."""
     args, meta, grid, fwd, bwd = _kernel_args(query, templates, fwd_window, bwd_window, precision)
-    wrap_triton(_tuned_kernel)[grid](*args, **meta)
+    with device_guard(query):
+        wrap_triton(_tuned_kernel)[grid](*args, **meta)
     return fwd, bwd
+
+
+def device_guard(t: torch.Tensor):
+    """Triton launches on the current CUDA device: make it the tensor's (a no-op context for CPU tensors)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
 
 
 if INTERPRET:
@@ -232,7 +244,8 @@ def launch_with_config(query, templates, fwd_window: int, bwd_window: int, preci
     if INTERPRET:
         launch_opts = {}
     grid = (triton.cdiv(query.shape[3], config["BX"]) * query.shape[2] * triton.cdiv(query.shape[0], config["NB"]),)
-    _heuristic_kernel[grid](*args, **meta, **config, **launch_opts)
+    with device_guard(query):
+        _heuristic_kernel[grid](*args, **meta, **config, **launch_opts)
     return fwd, bwd
 
 
