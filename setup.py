@@ -64,6 +64,25 @@ def _nvidia_wheel_includes(torch) -> list[str]:
     return sorted(p for p in glob.glob(os.path.join(site, "nvidia", "cu*", "include")) if os.path.isdir(p))
 
 
+def _cuda_arch_flags() -> list[str]:
+    # Named explicitly because torch's builder adds no -gencode flag as soon as any nvcc flag contains "arch"
+    # (-Xcompiler -march=native does), and cannot guess one on a machine without a GPU. The kernels use mma.sync and
+    # cp.async (sm_80+). Default: sm_80 and sm_90 machine code plus compute_90 PTX for newer GPUs;
+    # TORCH_CUDA_ARCH_LIST ("8.0;9.0+PTX", "9.0", ...) narrows or widens it (e.g. a faster build on one machine).
+    arch_list = os.environ.get("TORCH_CUDA_ARCH_LIST", "").replace(" ", ";").strip(";")
+    entries = [a for a in arch_list.split(";") if a] if arch_list else ["8.0", "9.0+PTX"]
+    flags = []
+    for entry in entries:
+        version = entry.removesuffix("+PTX")
+        if not version.removesuffix("a").replace(".", "").isdigit() or "." not in version:
+            raise SystemExit(f"hetmm-fast setup: cannot read CUDA arch {entry!r} in TORCH_CUDA_ARCH_LIST={arch_list!r}")
+        num = version.replace(".", "")
+        flags.append(f"-gencode=arch=compute_{num},code=sm_{num}")
+        if entry.endswith("+PTX"):
+            flags.append(f"-gencode=arch=compute_{num},code=compute_{num}")
+    return flags
+
+
 def _extensions():
     if _flag("HETMM_FAST_NO_EXT"):
         _say("HETMM_FAST_NO_EXT=1: installing pure Python (no compiled engine; the torch reference backend serves "
@@ -101,7 +120,7 @@ def _extensions():
     if cuda:
         include_dirs += _nvidia_wheel_includes(torch)
         define_macros.append(("HETMM_WITH_CUDA", "1"))
-        nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
+        nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"] + _cuda_arch_flags()
         if not portable:
             nvcc += ["-Xcompiler", "-march=native"]
         kwargs["extra_compile_args"] = {"cxx": cxx, "nvcc": nvcc}

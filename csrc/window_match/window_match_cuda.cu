@@ -1,0 +1,551 @@
+// window_match CUDA kernels (SPEC §2), torch-free; contract in window_match_cuda.h.
+//
+// Work split. A block owns NQ "query columns" = TP query pixels (a TY x TX tile) x BI query images, pixel-major
+// (column j is image b0 + j % BI at tile pixel j / BI), and computes their forward maps completely and their
+// contributions to the backward maps. Its 1..4 warps own 8*NT consecutive columns each. For every template chunk of
+// 64 templates (tc), every template pixel p' of the tile's neighbourhood (the tile grown by d = max(kf, kb) / 2,
+// clipped) and every channel chunk (cc, 128 bytes of channels), one pipeline stage holds T[tc*64 .. +64, p', cc]
+// in shared memory; each warp whose pixels have p' within d multiplies it with its columns:
+//   S[t, j] += sum_c T[t, c, p'] * q[b_j, c, p_j]      (64 x 8*NT per warp, M = templates, N = query columns)
+// with mma.sync (fp16/bf16: m16n8k16, TF32: m16n8k8) or, on the exact paths, with the same fragment ownership in
+// plain FMA. After the last channel chunk the lane reduces its 8 rows (templates) per column, folds the value into
+// a running forward maximum if |p_j - p'| <= kf/2 (per lane; the 8 lanes holding the other rows are reduced with
+// shuffles once at the end) and, if |p_j - p'| <= kb/2, reduces over the lanes at once and does an atomic max
+// (float as order-preserving int) into bwd[b_j, p']. Templates beyond N repeat template N-1 (a duplicate cannot
+// change a maximum); columns outside the map or the batch are computed on zeros and never written. Nothing of size
+// B*N*H*W is stored.
+//
+// Shared memory: the block's query columns stay resident ([NQ][Cp + pad]); template stages stream through a
+// 4-deep cp.async ring ([4][64][128 B + 16 B pad]); the padding makes every fragment load conflict-free.
+// Bytes moved per block: NQ*Cp*e (query, once) + ceil(N/64)*|neighbourhood|*64*Cp*e (templates, from L2);
+// FLOPs: 2 * 64*ceil(N/64) * NQ * Cp * (active stages), of which 2*B*N*C*sum_p |window(p)| are useful.
+// Launch: grid = ceil(B/BI) * ceil(H/TY) * ceil(W/TX) blocks of 32..128 threads; the largest NQ whose shared memory
+// fits is taken unless it leaves fewer blocks than multiprocessors.
+#include "window_match_cuda.h"
+
+#include <algorithm>
+#include <type_traits>
+
+#include "../common/cuda_device.cuh"
+
+namespace hetmm {
+namespace {
+
+constexpr int kChunkRows = 64;  // templates per stage: 4 m-tiles of 16
+constexpr int kMTiles = 4;
+constexpr int kStages = 4;
+constexpr int kRowBytes = 128;  // channels per stage row, in bytes
+constexpr int kMaxWarps = 4;
+
+struct alignas(16) Vec16 {
+  uint32_t w[4];
+};
+
+struct F16Path {
+  using Elem = uint16_t;
+  using Acc = float;
+  static constexpr int kNTiles = 4;
+};
+struct BF16Path {
+  using Elem = uint16_t;
+  using Acc = float;
+  static constexpr int kNTiles = 4;
+};
+struct TF32Path {
+  using Elem = float;
+  using Acc = float;
+  static constexpr int kNTiles = 4;
+};
+struct ExactF32Path {
+  using Elem = float;
+  using Acc = float;
+  static constexpr int kNTiles = 4;
+};
+struct ExactF64Path {
+  using Elem = double;
+  using Acc = double;
+  static constexpr int kNTiles = 1;
+};
+
+template <class P>
+struct Layout {
+  using Elem = typename P::Elem;
+  static constexpr int kChunk = kRowBytes / static_cast<int>(sizeof(Elem));  // channels per stage
+  static constexpr int kPad = 16 / static_cast<int>(sizeof(Elem));           // one 16-byte vector per row
+  static constexpr int kStageStride = kChunk + kPad;                         // elements per stage row
+  static constexpr int kColumnsPerWarp = 8 * P::kNTiles;
+  static constexpr int kVecPerElemRow = 16 / static_cast<int>(sizeof(Elem));
+};
+
+struct Params {
+  const void* q;
+  const void* t;
+  int B, N, H, W, Cp;
+  int df, db, d;
+  int NQ, BI, TX, TY, tiles_x, tiles_y;
+  float* fwd;
+  int* bwd_keys;
+};
+
+template <typename T>
+__device__ __forceinline__ T max_of(T a, T b) {
+  return a > b ? a : b;
+}
+
+__device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
+__device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
+__device__ __forceinline__ int iabs(int a) { return a < 0 ? -a : a; }
+
+__device__ __forceinline__ float fma_acc(float a, float b, float c) { return fmaf(a, b, c); }
+__device__ __forceinline__ double fma_acc(double a, double b, double c) { return fma(a, b, c); }
+
+__device__ __forceinline__ uint32_t ld32(const uint16_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
+
+// One stage (64 templates x 64 channels) of fp16/bf16 tensor-core products for one warp.
+// ts: stage base [64][72]; qs: the warp's first column at the stage's channel offset, row stride q_stride.
+template <bool kBf16, int NT>
+__device__ __forceinline__ void stage_mma16(float (&acc)[kMTiles][NT][4], const uint16_t* ts, const uint16_t* qs,
+                                            int q_stride, int lane) {
+  constexpr int TS = Layout<F16Path>::kStageStride;
+  const int g = lane >> 2, q = lane & 3;
+HETMM_UNROLL
+  for (int k0 = 0; k0 < Layout<F16Path>::kChunk; k0 += 16) {
+    uint32_t a[kMTiles][4];
+HETMM_UNROLL
+    for (int mt = 0; mt < kMTiles; ++mt) {
+      const uint16_t* r0 = ts + (16 * mt + g) * TS + k0 + 2 * q;
+      const uint16_t* r1 = r0 + 8 * TS;
+      a[mt][0] = ld32(r0);
+      a[mt][1] = ld32(r1);
+      a[mt][2] = ld32(r0 + 8);
+      a[mt][3] = ld32(r1 + 8);
+    }
+HETMM_UNROLL
+    for (int nt = 0; nt < NT; ++nt) {
+      const uint16_t* c = qs + (8 * nt + g) * q_stride + k0 + 2 * q;
+      const uint32_t b0 = ld32(c), b1 = ld32(c + 8);
+HETMM_UNROLL
+      for (int mt = 0; mt < kMTiles; ++mt) cu::mma_16816<kBf16>(acc[mt][nt], a[mt], b0, b1);
+    }
+  }
+}
+
+// One stage (64 templates x 32 channels) of TF32 tensor-core products for one warp; ts: [64][36].
+template <int NT>
+__device__ __forceinline__ void stage_tf32(float (&acc)[kMTiles][NT][4], const float* ts, const float* qs,
+                                           int q_stride, int lane) {
+  constexpr int TS = Layout<TF32Path>::kStageStride;
+  const int g = lane >> 2, q = lane & 3;
+HETMM_UNROLL
+  for (int k0 = 0; k0 < Layout<TF32Path>::kChunk; k0 += 8) {
+    uint32_t a[kMTiles][4];
+HETMM_UNROLL
+    for (int mt = 0; mt < kMTiles; ++mt) {
+      const float* r0 = ts + (16 * mt + g) * TS + k0 + q;
+      const float* r1 = r0 + 8 * TS;
+      a[mt][0] = cu::to_tf32(r0[0]);
+      a[mt][1] = cu::to_tf32(r1[0]);
+      a[mt][2] = cu::to_tf32(r0[4]);
+      a[mt][3] = cu::to_tf32(r1[4]);
+    }
+HETMM_UNROLL
+    for (int nt = 0; nt < NT; ++nt) {
+      const float* c = qs + (8 * nt + g) * q_stride + k0 + q;
+      const uint32_t b0 = cu::to_tf32(c[0]), b1 = cu::to_tf32(c[4]);
+HETMM_UNROLL
+      for (int mt = 0; mt < kMTiles; ++mt) cu::mma_1688_tf32(acc[mt][nt], a[mt], b0, b1);
+    }
+  }
+}
+
+// One stage of exact products for one warp, with the accumulator ownership of the mma paths: lane (g, q) owns
+// rows 16*mt + g + 8*h and columns 8*nt + 2*q + e in acc[mt][nt][2*h + e]; channels in ascending order.
+template <typename T, int NT>
+__device__ __forceinline__ void stage_exact(T (&acc)[kMTiles][NT][4], const T* ts, const T* qs, int q_stride,
+                                            int lane) {
+  constexpr int CK = kRowBytes / static_cast<int>(sizeof(T));
+  constexpr int TS = CK + 16 / static_cast<int>(sizeof(T));
+  const int g = lane >> 2, q = lane & 3;
+HETMM_UNROLL_4
+  for (int k = 0; k < CK; ++k) {
+    T tv[kMTiles][2], qv[NT][2];
+HETMM_UNROLL
+    for (int mt = 0; mt < kMTiles; ++mt) {
+      tv[mt][0] = ts[(16 * mt + g) * TS + k];
+      tv[mt][1] = ts[(16 * mt + g + 8) * TS + k];
+    }
+HETMM_UNROLL
+    for (int nt = 0; nt < NT; ++nt) {
+      qv[nt][0] = qs[(8 * nt + 2 * q) * q_stride + k];
+      qv[nt][1] = qs[(8 * nt + 2 * q + 1) * q_stride + k];
+    }
+HETMM_UNROLL
+    for (int mt = 0; mt < kMTiles; ++mt)
+HETMM_UNROLL
+      for (int nt = 0; nt < NT; ++nt)
+HETMM_UNROLL
+        for (int h = 0; h < 2; ++h)
+HETMM_UNROLL
+          for (int e = 0; e < 2; ++e)
+            acc[mt][nt][2 * h + e] = fma_acc(tv[mt][h], qv[nt][e], acc[mt][nt][2 * h + e]);
+  }
+}
+
+template <class P, int NT>
+__device__ __forceinline__ void stage_products(typename P::Acc (&acc)[kMTiles][NT][4], const typename P::Elem* ts,
+                                               const typename P::Elem* qs, int q_stride, int lane) {
+  if constexpr (std::is_same<P, F16Path>::value)
+    stage_mma16<false>(acc, ts, qs, q_stride, lane);
+  else if constexpr (std::is_same<P, BF16Path>::value)
+    stage_mma16<true>(acc, ts, qs, q_stride, lane);
+  else if constexpr (std::is_same<P, TF32Path>::value)
+    stage_tf32(acc, ts, qs, q_stride, lane);
+  else
+    stage_exact(acc, ts, qs, q_stride, lane);
+}
+
+template <class P>
+__global__ void __launch_bounds__(32 * kMaxWarps) window_match_kernel(const Params p) {
+  using E = typename P::Elem;
+  using A = typename P::Acc;
+  using L = Layout<P>;
+  constexpr int NT = P::kNTiles;
+
+  const int q_stride = p.Cp + L::kPad;
+  E* qs = reinterpret_cast<E*>(cu::dynamic_smem());
+  E* ts = qs + static_cast<size_t>(p.NQ) * q_stride;
+
+  const int tid = static_cast<int>(threadIdx.x), nthreads = static_cast<int>(blockDim.x);
+  const int lane = tid & 31, warp = tid >> 5, g = lane >> 2, qd = lane & 3;
+
+  int blk = static_cast<int>(blockIdx.x);
+  const int bx = blk % p.tiles_x;
+  blk /= p.tiles_x;
+  const int by = blk % p.tiles_y;
+  blk /= p.tiles_y;
+  const int x0 = bx * p.TX, y0 = by * p.TY, b0 = blk * p.BI;
+  const int64_t HW = static_cast<int64_t>(p.H) * p.W;
+
+  // The block's query columns, resident for the whole kernel (zeros outside the map or the batch).
+  {
+    const E* q = static_cast<const E*>(p.q);
+    const int vecs = p.Cp / L::kVecPerElemRow;
+    for (int i = tid; i < p.NQ * vecs; i += nthreads) {
+      const int col = i / vecs, v = i % vecs;
+      const int pl = col / p.BI, b = b0 + col % p.BI;
+      const int y = y0 + pl / p.TX, x = x0 + pl % p.TX;
+      Vec16 val = {{0u, 0u, 0u, 0u}};
+      if (b < p.B && y < p.H && x < p.W)
+        val = reinterpret_cast<const Vec16*>(q + ((static_cast<int64_t>(y) * p.W + x) * p.B + b) * p.Cp)[v];
+      reinterpret_cast<Vec16*>(qs + static_cast<size_t>(col) * q_stride)[v] = val;
+    }
+  }
+
+  // The columns whose accumulators this lane holds (c0/c1 of every n-tile).
+  int cy[NT][2], cx[NT][2], cb[NT][2];
+  bool cok[NT][2];
+HETMM_UNROLL
+  for (int nt = 0; nt < NT; ++nt)
+HETMM_UNROLL
+    for (int e = 0; e < 2; ++e) {
+      const int col = warp * L::kColumnsPerWarp + 8 * nt + 2 * qd + e;
+      const int pl = col / p.BI;
+      cb[nt][e] = b0 + col % p.BI;
+      cy[nt][e] = y0 + pl / p.TX;
+      cx[nt][e] = x0 + pl % p.TX;
+      cok[nt][e] = cb[nt][e] < p.B && cy[nt][e] < p.H && cx[nt][e] < p.W;
+    }
+
+  // Bounding box of the warp's pixels (columns are pixel-major, so they cover a contiguous run of tile pixels).
+  const int pl_first = warp * L::kColumnsPerWarp / p.BI, pl_last = (warp * L::kColumnsPerWarp + L::kColumnsPerWarp - 1) / p.BI;
+  const int wy0 = y0 + pl_first / p.TX, wy1 = y0 + pl_last / p.TX;
+  const bool one_row = pl_first / p.TX == pl_last / p.TX;
+  const int wx0 = one_row ? x0 + pl_first % p.TX : x0;
+  const int wx1 = one_row ? x0 + pl_last % p.TX : x0 + p.TX - 1;
+
+  // Neighbourhood of the tile: the template pixels any of its query pixels can meet.
+  const int d = p.d;
+  const int ya = imax(0, y0 - d), yb = imin(p.H - 1, y0 + p.TY - 1 + d);
+  const int xa = imax(0, x0 - d), xb = imin(p.W - 1, x0 + p.TX - 1 + d);
+  const int nx = xb - xa + 1;
+  const int n_pix = (yb - ya + 1) * nx;
+  const int n_cc = p.Cp / L::kChunk;
+  const int n_tc = (p.N + kChunkRows - 1) / kChunkRows;
+  const int n_stages = n_tc * n_pix * n_cc;
+
+  const E* tg = static_cast<const E*>(p.t);
+  auto load_stage = [&](int s) {
+    const int cc = s % n_cc, r = s / n_cc, pix = r % n_pix, tc = r / n_pix;
+    const int yy = ya + pix / nx, xx = xa + pix % nx;
+    const E* src = tg + (static_cast<int64_t>(yy) * p.W + xx) * p.N * p.Cp + static_cast<int64_t>(cc) * L::kChunk;
+    E* dst = ts + static_cast<size_t>(s % kStages) * kChunkRows * L::kStageStride;
+    constexpr int kVecPerRow = kRowBytes / 16;
+    for (int i = tid; i < kChunkRows * kVecPerRow; i += nthreads) {
+      const int row = i / kVecPerRow, v = i % kVecPerRow;
+      const int t = imin(tc * kChunkRows + row, p.N - 1);
+      cu::cp_async16(dst + row * L::kStageStride + v * L::kVecPerElemRow,
+                     src + static_cast<int64_t>(t) * p.Cp + v * L::kVecPerElemRow);
+    }
+  };
+
+  A acc[kMTiles][NT][4];
+  A fwd_run[NT][2];
+HETMM_UNROLL
+  for (int mt = 0; mt < kMTiles; ++mt)
+HETMM_UNROLL
+    for (int nt = 0; nt < NT; ++nt)
+HETMM_UNROLL
+      for (int i = 0; i < 4; ++i) acc[mt][nt][i] = A(0);
+HETMM_UNROLL
+  for (int nt = 0; nt < NT; ++nt) fwd_run[nt][0] = fwd_run[nt][1] = A(-1);
+
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < n_stages) load_stage(s);
+    cu::cp_async_commit();
+  }
+  for (int s = 0; s < n_stages; ++s) {
+    cu::cp_async_wait<kStages - 2>();
+    cu::block_sync();  // stage s is visible to all; every warp is done with stage s - 1, whose buffer refills next
+    if (s + kStages - 1 < n_stages) load_stage(s + kStages - 1);
+    cu::cp_async_commit();
+
+    const int cc = s % n_cc, pix = (s / n_cc) % n_pix;
+    const int yy = ya + pix / nx, xx = xa + pix % nx;
+    if (yy < wy0 - d || yy > wy1 + d || xx < wx0 - d || xx > wx1 + d) continue;  // warp-uniform
+
+    stage_products<P, NT>(acc, ts + static_cast<size_t>(s % kStages) * kChunkRows * L::kStageStride,
+                          qs + static_cast<size_t>(warp) * L::kColumnsPerWarp * q_stride + cc * L::kChunk, q_stride,
+                          lane);
+    if (cc != n_cc - 1) continue;
+
+    // Dot products of this template chunk with p' are complete: max over the lane's 8 rows per column.
+    A v[NT][2];
+HETMM_UNROLL
+    for (int nt = 0; nt < NT; ++nt)
+HETMM_UNROLL
+      for (int e = 0; e < 2; ++e) {
+        A m = max_of(acc[0][nt][e], acc[0][nt][2 + e]);
+HETMM_UNROLL
+        for (int mt = 1; mt < kMTiles; ++mt) m = max_of(m, max_of(acc[mt][nt][e], acc[mt][nt][2 + e]));
+        v[nt][e] = m;
+        const int ady = iabs(yy - cy[nt][e]), adx = iabs(xx - cx[nt][e]);
+        if (ady <= p.df && adx <= p.df) fwd_run[nt][e] = max_of(fwd_run[nt][e], m);
+      }
+HETMM_UNROLL
+    for (int mt = 0; mt < kMTiles; ++mt)
+HETMM_UNROLL
+      for (int nt = 0; nt < NT; ++nt)
+HETMM_UNROLL
+        for (int i = 0; i < 4; ++i) acc[mt][nt][i] = A(0);
+
+    if (yy < wy0 - p.db || yy > wy1 + p.db || xx < wx0 - p.db || xx > wx1 + p.db) continue;  // warp-uniform
+HETMM_UNROLL
+    for (int nt = 0; nt < NT; ++nt)
+HETMM_UNROLL
+      for (int e = 0; e < 2; ++e) {
+        A m = v[nt][e];
+        m = max_of(m, cu::shfl_xor(m, 4));
+        m = max_of(m, cu::shfl_xor(m, 8));
+        m = max_of(m, cu::shfl_xor(m, 16));
+        const int ady = iabs(yy - cy[nt][e]), adx = iabs(xx - cx[nt][e]);
+        if (g == 0 && cok[nt][e] && ady <= p.db && adx <= p.db)
+          cu::atomic_max_int(p.bwd_keys + cb[nt][e] * HW + static_cast<int64_t>(yy) * p.W + xx,
+                             cu::ordered_key_from_bits(cu::float_bits(static_cast<float>(m))));
+      }
+  }
+  cu::cp_async_wait<0>();
+
+HETMM_UNROLL
+  for (int nt = 0; nt < NT; ++nt)
+HETMM_UNROLL
+    for (int e = 0; e < 2; ++e) {
+      A m = fwd_run[nt][e];
+      m = max_of(m, cu::shfl_xor(m, 4));
+      m = max_of(m, cu::shfl_xor(m, 8));
+      m = max_of(m, cu::shfl_xor(m, 16));
+      if (g == 0 && cok[nt][e])
+        p.fwd[cb[nt][e] * HW + static_cast<int64_t>(cy[nt][e]) * p.W + cx[nt][e]] = static_cast<float>(m);
+    }
+}
+
+__global__ void fill_keys_kernel(int* keys, int64_t n, int key) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    keys[i] = key;
+}
+
+__global__ void keys_to_float_kernel(int* keys, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    keys[i] = cu::bits_from_ordered_key(keys[i]);
+}
+
+int64_t next_pow2(int64_t v) {
+  int64_t r = 1;
+  while (r < v) r *= 2;
+  return r;
+}
+
+struct Config {
+  int warps = 0, NQ = 0, BI = 0, TX = 0, TY = 0, tiles_x = 0, tiles_y = 0;
+  int64_t blocks = 0;
+  size_t smem = 0;
+};
+
+template <class P>
+size_t smem_bytes(int NQ, int64_t Cp) {
+  using L = Layout<P>;
+  return (static_cast<size_t>(NQ) * static_cast<size_t>(Cp + L::kPad) +
+          static_cast<size_t>(kStages) * kChunkRows * L::kStageStride) *
+         sizeof(typename P::Elem);
+}
+
+// Largest tile whose shared memory fits, unless a smaller one is needed to give every multiprocessor a block.
+template <class P>
+bool choose_config(const WindowMatchCudaProblem& pr, const CudaDeviceLimits& lim, Config& out) {
+  using L = Layout<P>;
+  bool found = false;
+  for (int warps = kMaxWarps; warps >= 1; warps /= 2) {
+    Config c;
+    c.warps = warps;
+    c.NQ = warps * L::kColumnsPerWarp;
+    c.smem = smem_bytes<P>(c.NQ, pr.C_padded);
+    if (c.smem > static_cast<size_t>(lim.max_smem_per_block)) continue;
+    c.BI = static_cast<int>(std::min<int64_t>(next_pow2(pr.B), c.NQ));
+    const int tp = c.NQ / c.BI;
+    int tx = 1;
+    while (tx * tx < tp) tx *= 2;
+    while (tx > 1 && tx / 2 >= pr.W) tx /= 2;  // no wider than the map
+    int ty = tp / tx;
+    while (ty > 1 && ty / 2 >= pr.H && tx < pr.W) {  // no taller than the map while it can grow in x
+      ty /= 2;
+      tx *= 2;
+    }
+    c.TX = tx;
+    c.TY = ty;
+    c.tiles_x = static_cast<int>((pr.W + tx - 1) / tx);
+    c.tiles_y = static_cast<int>((pr.H + ty - 1) / ty);
+    c.blocks = ((pr.B + c.BI - 1) / c.BI) * c.tiles_x * c.tiles_y;
+    out = c;
+    found = true;
+    if (c.blocks >= lim.sm_count) break;
+  }
+  return found;
+}
+
+template <class P>
+cudaError_t launch(const WindowMatchCudaProblem& pr, const CudaDeviceLimits& lim, cudaStream_t stream) {
+  Config c;
+  if (!choose_config<P>(pr, lim, c) || c.blocks > 0x7fffffff) return cudaErrorInvalidValue;
+  Params prm;
+  prm.q = pr.query;
+  prm.t = pr.templates;
+  prm.B = static_cast<int>(pr.B);
+  prm.N = static_cast<int>(pr.N);
+  prm.H = static_cast<int>(pr.H);
+  prm.W = static_cast<int>(pr.W);
+  prm.Cp = static_cast<int>(pr.C_padded);
+  prm.df = static_cast<int>(pr.fwd_window / 2);
+  prm.db = static_cast<int>(pr.bwd_window / 2);
+  prm.d = std::max(prm.df, prm.db);
+  prm.NQ = c.NQ;
+  prm.BI = c.BI;
+  prm.TX = c.TX;
+  prm.TY = c.TY;
+  prm.tiles_x = c.tiles_x;
+  prm.tiles_y = c.tiles_y;
+  prm.fwd = pr.fwd;
+  prm.bwd_keys = reinterpret_cast<int*>(pr.bwd);
+
+  const int64_t n_out = pr.B * pr.H * pr.W;
+  const unsigned fill_blocks = static_cast<unsigned>(std::min<int64_t>((n_out + 255) / 256, 65535));
+  const int minus_one_key = cu::ordered_key_from_bits(static_cast<int>(0xbf800000u));  // -1.0f
+  HETMM_LAUNCH(fill_keys_kernel, cu::dim3_t(fill_blocks), cu::dim3_t(256), 0, stream, prm.bwd_keys, n_out,
+               minus_one_key);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+
+  auto kernel = window_match_kernel<P>;
+  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(c.smem));
+  if (err != cudaSuccess) return err;
+  HETMM_LAUNCH(kernel, cu::dim3_t(static_cast<unsigned>(c.blocks)), cu::dim3_t(32 * c.warps), c.smem, stream, prm);
+  err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+
+  HETMM_LAUNCH(keys_to_float_kernel, cu::dim3_t(fill_blocks), cu::dim3_t(256), 0, stream, prm.bwd_keys, n_out);
+  return cudaGetLastError();
+}
+
+template <class P>
+int64_t max_channels_for(int max_smem) {
+  using L = Layout<P>;
+  const int64_t stages = static_cast<int64_t>(kStages) * kChunkRows * L::kStageStride * sizeof(typename P::Elem);
+  const int64_t per_channel_row = static_cast<int64_t>(L::kColumnsPerWarp) * sizeof(typename P::Elem);
+  const int64_t free_bytes = static_cast<int64_t>(max_smem) - stages;
+  if (free_bytes <= 0) return 0;
+  int64_t cp = free_bytes / per_channel_row - L::kPad;  // one warp's columns resident
+  cp = cp / L::kChunk * L::kChunk;
+  return cp > 0 ? cp : 0;
+}
+
+}  // namespace
+
+int64_t window_match_cuda_element_bytes(WindowMatchCudaPath path) {
+  switch (path) {
+    case WindowMatchCudaPath::kFloat16:
+    case WindowMatchCudaPath::kBFloat16:
+      return 2;
+    case WindowMatchCudaPath::kTF32:
+    case WindowMatchCudaPath::kExactFloat32:
+      return 4;
+    case WindowMatchCudaPath::kExactFloat64:
+      return 8;
+  }
+  return 0;
+}
+
+int64_t window_match_cuda_padded_channels(WindowMatchCudaPath path, int64_t channels) {
+  const int64_t chunk = kRowBytes / window_match_cuda_element_bytes(path);
+  return (channels + chunk - 1) / chunk * chunk;
+}
+
+int64_t window_match_cuda_max_channels(WindowMatchCudaPath path, int max_smem_per_block) {
+  switch (path) {
+    case WindowMatchCudaPath::kFloat16:
+      return max_channels_for<F16Path>(max_smem_per_block);
+    case WindowMatchCudaPath::kBFloat16:
+      return max_channels_for<BF16Path>(max_smem_per_block);
+    case WindowMatchCudaPath::kTF32:
+      return max_channels_for<TF32Path>(max_smem_per_block);
+    case WindowMatchCudaPath::kExactFloat32:
+      return max_channels_for<ExactF32Path>(max_smem_per_block);
+    case WindowMatchCudaPath::kExactFloat64:
+      return max_channels_for<ExactF64Path>(max_smem_per_block);
+  }
+  return 0;
+}
+
+cudaError_t window_match_cuda(const WindowMatchCudaProblem& pr, WindowMatchCudaPath path,
+                              const CudaDeviceLimits& limits, cudaStream_t stream) {
+  if (pr.B <= 0 || pr.N <= 0 || pr.H <= 0 || pr.W <= 0 || pr.C_padded <= 0 || pr.fwd_window < 1 ||
+      pr.bwd_window < 1 || pr.fwd_window % 2 == 0 || pr.bwd_window % 2 == 0 || !pr.query || !pr.templates ||
+      !pr.fwd || !pr.bwd || pr.C_padded != window_match_cuda_padded_channels(path, pr.C_padded) ||
+      pr.B * pr.H * pr.W > 0x7fffffffLL || pr.N > 0x7fffffffLL || pr.fwd_window > 0x7fffffffLL ||
+      pr.bwd_window > 0x7fffffffLL)
+    return cudaErrorInvalidValue;
+  switch (path) {
+    case WindowMatchCudaPath::kFloat16:
+      return launch<F16Path>(pr, limits, stream);
+    case WindowMatchCudaPath::kBFloat16:
+      return launch<BF16Path>(pr, limits, stream);
+    case WindowMatchCudaPath::kTF32:
+      return launch<TF32Path>(pr, limits, stream);
+    case WindowMatchCudaPath::kExactFloat32:
+      return launch<ExactF32Path>(pr, limits, stream);
+    case WindowMatchCudaPath::kExactFloat64:
+      return launch<ExactF64Path>(pr, limits, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace hetmm

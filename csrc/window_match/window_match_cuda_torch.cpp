@@ -1,0 +1,180 @@
+// Tensor-level CUDA wrapper of window_match: boundary checks, precision path, packing of the inputs into the
+// pixel-major layout of window_match_cuda.h, output allocation, device guard and current stream; the work is done by
+// the torch-free launchers of window_match_cuda.cu. Also defines the CUDA engine's private ops (schemas here because
+// they exist only in CUDA builds):
+//   _cuda_set_fp32_precision(str mode) -> ()     "exact" (default) or "tf32": arithmetic of float32 inputs
+//   _cuda_fp32_precision() -> str
+//   _window_match_cuda_max_channels(int path, int device) -> int   largest C of a path on a device (0: none)
+//   _window_match_naive(Tensor query, Tensor templates, int fwd_window, int bwd_window) -> (Tensor, Tensor)
+//       the published-structure baseline (window_match_naive_cuda.cu), for benchmarks only
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/util/Exception.h>
+#include <cuda_runtime_api.h>
+#include <torch/library.h>
+
+#include <atomic>
+#include <string>
+#include <tuple>
+
+#include "window_match_cuda.h"
+
+namespace hetmm {
+namespace {
+
+std::atomic<bool> g_fp32_tf32{false};
+
+void set_fp32_precision(c10::string_view mode) {
+  if (mode == "exact")
+    g_fp32_tf32 = false;
+  else if (mode == "tf32")
+    g_fp32_tf32 = true;
+  else
+    TORCH_CHECK_VALUE(false, "hetmm cuda: float32 precision must be 'exact' or 'tf32', got '", std::string(mode), "'");
+}
+
+std::string fp32_precision() { return g_fp32_tf32 ? "tf32" : "exact"; }
+
+CudaDeviceLimits device_limits(int device) {
+  CudaDeviceLimits lim;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&lim.sm_count, cudaDevAttrMultiProcessorCount, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&lim.max_smem_per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return lim;
+}
+
+int64_t max_channels(int64_t path, int64_t device) {
+  TORCH_CHECK_VALUE(path >= 0 && path <= 4, "hetmm cuda: unknown window_match path ", path);
+  return window_match_cuda_max_channels(static_cast<WindowMatchCudaPath>(path),
+                                        device_limits(static_cast<int>(device)).max_smem_per_block);
+}
+
+WindowMatchCudaPath path_for(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kHalf:
+      return WindowMatchCudaPath::kFloat16;
+    case at::kBFloat16:
+      return WindowMatchCudaPath::kBFloat16;
+    case at::kFloat:
+      return g_fp32_tf32 ? WindowMatchCudaPath::kTF32 : WindowMatchCudaPath::kExactFloat32;
+    case at::kDouble:
+      return WindowMatchCudaPath::kExactFloat64;
+    default:
+      TORCH_CHECK_TYPE(false, "hetmm.window_match (cuda): dtype must be float16, bfloat16, float32 or float64, got ",
+                       dtype);
+  }
+}
+
+void check_inputs(const char* op, const at::Tensor& query, const at::Tensor& templates, int64_t fwd_window,
+                  int64_t bwd_window) {
+  TORCH_CHECK(query.is_cuda() && templates.is_cuda(), op, ": query and templates must be CUDA tensors, got ",
+              query.device(), " and ", templates.device());
+  TORCH_CHECK(query.device() == templates.device(), op, ": query is on ", query.device(), " but templates on ",
+              templates.device());
+  TORCH_CHECK_VALUE(query.dim() == 4 && templates.dim() == 4, op,
+                    ": query [B, C, H, W] and templates [N, C, H, W] must be 4-D, got ", query.sizes(), " and ",
+                    templates.sizes());
+  TORCH_CHECK_VALUE(query.size(1) == templates.size(1) && query.size(2) == templates.size(2) &&
+                        query.size(3) == templates.size(3),
+                    op, ": query ", query.sizes(), " and templates ", templates.sizes(), " must have the same C, H, W");
+  TORCH_CHECK_VALUE(query.numel() > 0 && templates.numel() > 0, op, ": empty input, query ", query.sizes(),
+                    ", templates ", templates.sizes());
+  TORCH_CHECK_TYPE(query.scalar_type() == templates.scalar_type(), op, ": query dtype ", query.scalar_type(),
+                   " != templates dtype ", templates.scalar_type());
+  TORCH_CHECK_VALUE(fwd_window > 0 && fwd_window % 2 == 1 && bwd_window > 0 && bwd_window % 2 == 1, op,
+                    ": windows must be positive odd ints, got fwd_window=", fwd_window, ", bwd_window=", bwd_window);
+  TORCH_CHECK_VALUE(query.size(0) * query.size(2) * query.size(3) <= 0x7fffffffLL &&
+                        templates.size(0) <= 0x7fffffffLL,
+                    op, ": B*H*W and N must fit in 32-bit ints, got query ", query.sizes(), ", templates ",
+                    templates.sizes());
+}
+
+// x [M, C, H, W] (any strides) -> [H*W][M][Cp] contiguous, zero in channels C..Cp-1.
+at::Tensor pack_pixel_major(const at::Tensor& x, int64_t Cp) {
+  const int64_t M = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  at::Tensor out = Cp == C ? at::empty({H, W, M, Cp}, x.options()) : at::zeros({H, W, M, Cp}, x.options());
+  out.narrow(3, 0, C).copy_(x.permute({2, 3, 0, 1}));
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> window_match_cuda_torch(const at::Tensor& query, const at::Tensor& templates,
+                                                           int64_t fwd_window, int64_t bwd_window) {
+  const char* op = "hetmm.window_match (cuda)";
+  check_inputs(op, query, templates, fwd_window, bwd_window);
+  const c10::cuda::CUDAGuard guard(query.device());
+  const WindowMatchCudaPath path = path_for(query.scalar_type());
+  const CudaDeviceLimits lim = device_limits(query.get_device());
+  const int64_t B = query.size(0), N = templates.size(0), C = query.size(1), H = query.size(2), W = query.size(3);
+  const int64_t cmax = window_match_cuda_max_channels(path, lim.max_smem_per_block);
+  TORCH_CHECK_VALUE(C <= cmax, op, ": C=", C, " channels exceed the ", cmax, " this device's shared memory allows for ",
+                    query.scalar_type(), " inputs");
+
+  const int64_t Cp = window_match_cuda_padded_channels(path, C);
+  const at::Tensor qp = pack_pixel_major(query, Cp);
+  const at::Tensor tp = pack_pixel_major(templates, Cp);
+  at::Tensor fwd = at::empty({B, H, W}, query.options().dtype(at::kFloat));
+  at::Tensor bwd = at::empty({B, H, W}, query.options().dtype(at::kFloat));
+  WindowMatchCudaProblem pr;
+  pr.query = qp.data_ptr();
+  pr.templates = tp.data_ptr();
+  pr.B = B;
+  pr.N = N;
+  pr.C_padded = Cp;
+  pr.H = H;
+  pr.W = W;
+  pr.fwd_window = fwd_window;
+  pr.bwd_window = bwd_window;
+  pr.fwd = fwd.data_ptr<float>();
+  pr.bwd = bwd.data_ptr<float>();
+  C10_CUDA_CHECK(window_match_cuda(pr, path, lim, c10::cuda::getCurrentCUDAStream()));
+  return {fwd, bwd};
+}
+
+std::tuple<at::Tensor, at::Tensor> window_match_naive_torch(const at::Tensor& query, const at::Tensor& templates,
+                                                            int64_t fwd_window, int64_t bwd_window) {
+  const char* op = "hetmm._window_match_naive (cuda)";
+  check_inputs(op, query, templates, fwd_window, bwd_window);
+  const c10::cuda::CUDAGuard guard(query.device());
+  FeatureDtype dtype;
+  switch (query.scalar_type()) {
+    case at::kFloat:
+      dtype = FeatureDtype::kFloat32;
+      break;
+    case at::kHalf:
+      dtype = FeatureDtype::kFloat16;
+      break;
+    case at::kBFloat16:
+      dtype = FeatureDtype::kBFloat16;
+      break;
+    default:
+      TORCH_CHECK_TYPE(false, op, ": dtype must be float32, float16 or bfloat16, got ", query.scalar_type());
+  }
+  const at::Tensor q = query.contiguous(), t = templates.contiguous();
+  const int64_t B = q.size(0), N = t.size(0), C = q.size(1), H = q.size(2), W = q.size(3);
+  const auto f32 = q.options().dtype(at::kFloat);
+  at::Tensor scratch_f = at::empty({B, N, H, W}, f32), scratch_b = at::empty({B, N, H, W}, f32);
+  at::Tensor fwd = at::empty({B, H, W}, f32), bwd = at::empty({B, H, W}, f32);
+  C10_CUDA_CHECK(window_match_naive_cuda(q.data_ptr(), t.data_ptr(), dtype, B, N, C, H, W, fwd_window, bwd_window,
+                                         scratch_f.data_ptr<float>(), scratch_b.data_ptr<float>(),
+                                         fwd.data_ptr<float>(), bwd.data_ptr<float>(),
+                                         c10::cuda::getCurrentCUDAStream()));
+  return {fwd, bwd};
+}
+
+}  // namespace
+}  // namespace hetmm
+
+TORCH_LIBRARY_FRAGMENT(hetmm, m) {
+  m.def("_cuda_set_fp32_precision(str mode) -> ()", &hetmm::set_fp32_precision);
+  m.def("_cuda_fp32_precision() -> str", &hetmm::fp32_precision);
+  m.def("_window_match_cuda_max_channels(int path, int device) -> int", &hetmm::max_channels);
+  m.def("_window_match_naive(Tensor query, Tensor templates, int fwd_window, int bwd_window) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(hetmm, CUDA, m) {
+  m.impl("window_match", &hetmm::window_match_cuda_torch);
+  m.impl("_window_match_naive", &hetmm::window_match_naive_torch);
+}
