@@ -67,7 +67,8 @@ def _window_match_can_run(tensors: Sequence[torch.Tensor]) -> list[str]:
 # kernel is missing from the built extension is skipped, so a stale build never breaks the ladder.
 _OPS: list[tuple[str, Callable, Callable[[Sequence[torch.Tensor]], list[str]]]] = [
     ("window_match", window_match, _window_match_can_run),
-    # optics_labels / pts_select CPU registrations go here.
+    ("optics_labels", torch.ops.hetmm.optics_labels.default, lambda ts: cpu_reasons(ts, (torch.float64,))),
+    ("pts_select", torch.ops.hetmm.pts_select.default, lambda ts: cpu_reasons(ts, WINDOW_MATCH_DTYPES)),
 ]
 # ---------------------------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,66 @@
+// optics_labels: batched OPTICS ordering + xi cluster extraction on precomputed distance matrices.
+//
+// Semantics (SPEC.md §4 step 1): for every problem p, the labels scikit-learn's
+//   OPTICS(metric="precomputed", min_samples=m, xi=xi, max_eps=inf, min_cluster_size=None,
+//          predecessor_correction=True).fit(dist[p]).labels_
+// would give, numbering included. Written from the definitions (Ankerst et al. 1999, OPTICS; Schubert & Gertz 2018,
+// predecessor correction) and the documented behaviour of scikit-learn >= 1.3, verified against scikit-learn 1.9.1:
+//   * core[i] = round15(m-th smallest value of row i of dist) (the point itself counts, the diagonal is just a value);
+//   * the ordering starts at the unprocessed point of smallest reachability, ties (including +inf) to the smallest
+//     index; expanding point q updates every unprocessed j with cand = round15(max(dist[q, j], core[q])) when
+//     cand < reach[j] (strict), recording q as predecessor of j; rows are used as given (no symmetry assumed);
+//   * round15(x) = nearbyint(x * 1e15) / 1e15 in the default rounding mode, which is numpy's
+//     np.around(x, 15) (multiply by the exactly representable 1e15, round half to even, divide);
+//   * the reachability plot gets +inf appended; steep up/down points use ratio = plot[i] / plot[i + 1] against 1 - xi
+//     and 1 / (1 - xi); steep areas allow at most min_samples consecutive non-steep points; the steep-down-area
+//     filter, "mib" bookkeeping, cluster end adjustment, predecessor correction and min_cluster_size = min_samples
+//     follow scikit-learn's _xi_cluster; clusters are kept in its order (smaller nested ones first) and a cluster
+//     gets the next label only if none of its points is labelled yet.
+// Because round15 is non-decreasing it commutes with max() and with order statistics, so the kernels round the
+// whole matrix once (R = round15(dist)) and work on R: core[i] = m-th smallest of R[i, :] and
+// cand = max(R[q, j], round15(core[q])). The results are bit-for-bit those of the definition above.
+//
+// Input requirements (scikit-learn rejects anything else): every dist value finite and >= 0, 2 <= min_samples <= N,
+// 0 < xi < 1.
+//
+// Complexity per problem: O(N^2) time (rounding, core distances with k-selection, N expansions of one row each),
+// O(N) workspace plus the N x N rounded matrix; the xi extraction is O(N) plus O(N) per candidate cluster.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace hetmm {
+
+// np.around(x, 15) for doubles (see above). Inline so that the rounding passes vectorise.
+inline double round15(double x) { return std::nearbyint(x * 1e15) / 1e15; }
+
+// Reusable per-thread buffers for optics_xi_rounded: after the first problem of a given N nothing is allocated.
+struct OpticsWorkspace {
+    std::vector<double> core, rcore, work, reach, plot, kbuf;
+    std::vector<int64_t> order, pos, pred, pred_plot, pos_label;
+    std::vector<uint8_t> flags;
+    struct SteepDown {
+        int64_t start, end;
+        double mib;
+    };
+    std::vector<SteepDown> sdas;
+    std::vector<int64_t> clusters;    // flattened (start, end) pairs in plot positions, scikit-learn's order
+    std::vector<int64_t> u_clusters;  // clusters found at the current steep-up area
+    void resize(int64_t n);
+};
+
+// One problem. R: [N, N] row-major with row stride ld (>= N), R = round15(dist), values in [0, +inf].
+// labels: [N] int64 output (-1 = noise, clusters 0, 1, ... numbered as scikit-learn does).
+void optics_xi_rounded(const double* R, int64_t ld, int64_t N, int64_t min_samples, double xi, OpticsWorkspace& ws,
+                       int64_t* labels);
+
+// Batched op. dist: [P, N, N] float64 contiguous; labels: [P, N] int64 contiguous. Problems run in parallel with
+// OpenMP (num_threads <= 0: the OpenMP default); each problem is computed by one thread, so the labels do not depend
+// on the thread count. Returns -1 when every value was valid, else the smallest flat index p*N*N + i*N + j of a
+// value that is negative, NaN or infinite (the labels are then unspecified).
+int64_t optics_labels_cpu(const double* dist, int64_t P, int64_t N, int64_t min_samples, double xi, int64_t* labels,
+                          int num_threads = 0);
+
+}  // namespace hetmm

@@ -1,0 +1,434 @@
+// CPU kernels of optics_labels (semantics: optics_labels.h).
+//
+// Work split: one OpenMP thread per problem (dynamic schedule over problems); a problem is sequential.
+// Per problem of size N: one pass over the N x N matrix to validate and round it (N^2 reads and writes, a multiply,
+// a round and a divide per value), N row scans for the core distances (k-selection), then the OPTICS loop: N
+// expansions, each one pass over a row of R fused with the argmin that picks the next point (N^2 compares total),
+// and the xi extraction on the N + 1 point reachability plot (O(N) + O(N) per candidate cluster).
+// Memory: a per-thread workspace of N^2 + O(N) values, reused across problems.
+#include "optics_labels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HETMM_OPTICS_X86 1
+#include <immintrin.h>
+#endif
+
+namespace hetmm {
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kMax = std::numeric_limits<double>::max();
+
+// Bits of OpticsWorkspace::flags, computed from ratio = plot[i] / plot[i + 1] exactly as scikit-learn does
+// (NaN ratios such as inf/inf or 0/0 set no bit).
+constexpr uint8_t kSteepUp = 1, kSteepDown = 2, kUp = 4, kDown = 8;
+
+#ifdef HETMM_OPTICS_X86
+bool cpu_has_avx2() {
+    static const bool ok = __builtin_cpu_supports("avx2");
+    return ok;
+}
+#endif
+
+// Insert v into the sorted b[0..m) if it is smaller than b[m - 1] (dropping the largest).
+inline void insert_smaller(double* b, int64_t m, double v) {
+    if (!(v < b[m - 1])) return;
+    int64_t t = m - 1;
+    while (t > 0 && b[t - 1] > v) {
+        b[t] = b[t - 1];
+        --t;
+    }
+    b[t] = v;
+}
+
+constexpr int64_t kSmallK = 64;  // up to this m the m smallest are kept sorted; beyond, nth_element
+
+double kth_smallest_generic(const double* row, int64_t n, int64_t m, double* b) {
+    for (int64_t j = m; j < n; ++j) insert_smaller(b, m, row[j]);
+    return b[m - 1];
+}
+
+#ifdef HETMM_OPTICS_X86
+// Same, but four values at a time are compared against the current m-th smallest; most blocks have no candidate.
+__attribute__((target("avx2"))) double kth_smallest_avx2(const double* row, int64_t n, int64_t m, double* b) {
+    int64_t j = m;
+    for (; j + 4 <= n; j += 4) {
+        const __m256d v = _mm256_loadu_pd(row + j);
+        const int below = _mm256_movemask_pd(_mm256_cmp_pd(v, _mm256_broadcast_sd(b + m - 1), _CMP_LT_OQ));
+        if (below) {
+            for (int64_t k = 0; k < 4; ++k) insert_smaller(b, m, row[j + k]);
+        }
+    }
+    for (; j < n; ++j) insert_smaller(b, m, row[j]);
+    return b[m - 1];
+}
+#endif
+
+// m-th smallest (1-based) value of row[0..n); buf holds at least max(n, kSmallK) values.
+double kth_smallest(const double* row, int64_t n, int64_t m, std::vector<double>& buf) {
+    if (m <= kSmallK) {
+        double* b = buf.data();
+        std::copy(row, row + m, b);
+        std::sort(b, b + m);
+#ifdef HETMM_OPTICS_X86
+        if (cpu_has_avx2()) return kth_smallest_avx2(row, n, m, b);
+#endif
+        return kth_smallest_generic(row, n, m, b);
+    }
+    std::copy(row, row + n, buf.begin());
+    std::nth_element(buf.begin(), buf.begin() + (m - 1), buf.begin() + n);
+    return buf[m - 1];
+}
+
+// Length of a steep area starting at `start` (scikit-learn's _extend_region): extend while points are steep in the
+// area's direction, stop at a point going the other way, or after more than min_samples consecutive non-steep ones.
+int64_t extend_region(const uint8_t* flags, int64_t n, uint8_t steep, uint8_t other_way, int64_t start,
+                      int64_t min_samples) {
+    int64_t non_steep = 0;
+    int64_t end = start;
+    for (int64_t index = start; index < n; ++index) {
+        if (flags[index] & steep) {
+            non_steep = 0;
+            end = index;
+        } else if (!(flags[index] & other_way)) {
+            if (++non_steep > min_samples) break;
+        } else {
+            return end;
+        }
+    }
+    return end;
+}
+
+// Drop the steep-down areas whose start is not xi-steeper than mib and raise the mib of the others.
+void filter_sdas(std::vector<OpticsWorkspace::SteepDown>& sdas, double mib, double xi_complement,
+                 const double* plot) {
+    if (std::isinf(mib)) {
+        sdas.clear();
+        return;
+    }
+    size_t kept = 0;
+    for (size_t t = 0; t < sdas.size(); ++t) {
+        if (mib <= plot[sdas[t].start] * xi_complement) {
+            OpticsWorkspace::SteepDown d = sdas[t];
+            if (mib > d.mib) d.mib = mib;
+            sdas[kept++] = d;
+        }
+    }
+    sdas.resize(kept);
+}
+
+// Schubert & Gertz (2018), Algorithm 2: shrink [s, e] from the right until the end point's predecessor lies inside
+// the cluster or the start is higher than the end; false when nothing is left.
+bool correct_predecessor(const double* plot, const int64_t* pred_plot, const int64_t* pos, int64_t& s, int64_t& e) {
+    while (s < e) {
+        if (plot[s] > plot[e]) return true;
+        int64_t p = pred_plot[e];
+        if (p >= 0 && pos[p] >= s && pos[p] < e) return true;
+        --e;
+    }
+    return false;
+}
+
+
+// Smallest index of the smallest finite-or-inf work value below +inf, skipping processed (NaN) entries; -1 when every
+// unprocessed value is +inf.
+int64_t first_index_of(const double* work, int64_t n, double best) {
+    if (!(best < kInf)) return -1;
+    for (int64_t j = 0; j < n; ++j)
+        if (work[j] == best) return j;
+    return -1;  // unreachable
+}
+
+int64_t argmin_unprocessed(const double* work, int64_t n) {
+    double best = kInf;
+    for (int64_t j = 0; j < n; ++j) best = work[j] < best ? work[j] : best;
+    return first_index_of(work, n, best);
+}
+
+// One OPTICS expansion of `point` (row = R[point, :], c = round15(core[point])): every unprocessed j with
+// max(row[j], c) < work[j] gets that value and `point` as predecessor. Returns the next point to process: the
+// smallest index among the smallest remaining values, -1 if all are +inf. Processed points hold NaN in `work`, which
+// fails every comparison. R holds no -0.0, so max() needs no care about the sign of zero.
+int64_t expand_generic(const double* row, double c, int64_t point, int64_t n, double* work, int64_t* pred) {
+    double best = kInf;
+    for (int64_t j = 0; j < n; ++j) {
+        const double cand = row[j] < c ? c : row[j];
+        if (cand < work[j]) {
+            work[j] = cand;
+            pred[j] = point;
+        }
+        best = work[j] < best ? work[j] : best;
+    }
+    return first_index_of(work, n, best);
+}
+
+#ifdef HETMM_OPTICS_X86
+__attribute__((target("avx2"))) int64_t expand_avx2(const double* row, double c, int64_t point, int64_t n,
+                                                     double* work, int64_t* pred) {
+    const __m256d vc = _mm256_set1_pd(c);
+    const __m256d vpoint = _mm256_castsi256_pd(_mm256_set1_epi64x(point));
+    __m256d vbest = _mm256_set1_pd(kInf);
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const __m256d cand = _mm256_max_pd(vc, _mm256_loadu_pd(row + j));
+        __m256d w = _mm256_loadu_pd(work + j);
+        const __m256d better = _mm256_cmp_pd(cand, w, _CMP_LT_OQ);  // false where w is NaN (processed)
+        w = _mm256_blendv_pd(w, cand, better);
+        _mm256_storeu_pd(work + j, w);
+        __m256i* pj = reinterpret_cast<__m256i*>(pred + j);
+        const __m256d old = _mm256_castsi256_pd(_mm256_loadu_si256(pj));
+        _mm256_storeu_si256(pj, _mm256_castpd_si256(_mm256_blendv_pd(old, vpoint, better)));
+        vbest = _mm256_min_pd(w, vbest);  // w < best ? w : best, so NaN is skipped
+    }
+    alignas(32) double lanes[4];
+    _mm256_store_pd(lanes, vbest);
+    double best = kInf;
+    for (double v : lanes) best = v < best ? v : best;
+    for (; j < n; ++j) {
+        const double cand = row[j] < c ? c : row[j];
+        if (cand < work[j]) {
+            work[j] = cand;
+            pred[j] = point;
+        }
+        best = work[j] < best ? work[j] : best;
+    }
+    return first_index_of(work, n, best);
+}
+
+#endif
+
+
+// dst = round15(src) + 0.0 (the addition turns -0.0 into +0.0); true when some src value is negative, NaN or inf.
+bool round_matrix_generic(const double* src, double* dst, int64_t n) {
+    int64_t invalid = 0;
+    for (int64_t k = 0; k < n; ++k) {
+        const double v = src[k];
+        invalid |= !((v >= 0.0) & (v <= kMax));
+        dst[k] = round15(v) + 0.0;
+    }
+    return invalid != 0;
+}
+
+#ifdef HETMM_OPTICS_X86
+__attribute__((target("avx2"))) bool round_matrix_avx2(const double* src, double* dst, int64_t n) {
+    const __m256d zero = _mm256_setzero_pd(), vmax = _mm256_set1_pd(kMax), scale = _mm256_set1_pd(1e15);
+    __m256d invalid = zero;
+    int64_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const __m256d v = _mm256_loadu_pd(src + k);
+        invalid = _mm256_or_pd(invalid, _mm256_cmp_pd(v, zero, _CMP_NGE_UQ));
+        invalid = _mm256_or_pd(invalid, _mm256_cmp_pd(v, vmax, _CMP_NLE_UQ));
+        const __m256d r = _mm256_div_pd(_mm256_round_pd(_mm256_mul_pd(v, scale), _MM_FROUND_CUR_DIRECTION), scale);
+        _mm256_storeu_pd(dst + k, _mm256_add_pd(r, zero));
+    }
+    return (_mm256_movemask_pd(invalid) != 0) | round_matrix_generic(src + k, dst + k, n - k);
+}
+#endif
+
+bool round_matrix(const double* src, double* dst, int64_t n) {
+#ifdef HETMM_OPTICS_X86
+    if (cpu_has_avx2()) return round_matrix_avx2(src, dst, n);
+#endif
+    return round_matrix_generic(src, dst, n);
+}
+
+int64_t expand(const double* row, double c, int64_t point, int64_t n, double* work, int64_t* pred) {
+#ifdef HETMM_OPTICS_X86
+    if (cpu_has_avx2()) return expand_avx2(row, c, point, n, work, pred);
+#endif
+    return expand_generic(row, c, point, n, work, pred);
+}
+
+}  // namespace
+
+void OpticsWorkspace::resize(int64_t n) {
+    size_t un = static_cast<size_t>(n);
+    core.resize(un);
+    rcore.resize(un);
+    work.resize(un);
+    reach.resize(un);
+    plot.resize(un + 1);
+    kbuf.resize(std::max<size_t>(un, kSmallK));
+    order.resize(un);
+    pos.resize(un);
+    pred.resize(un);
+    pred_plot.resize(un);
+    pos_label.resize(un);
+    flags.resize(un);
+    sdas.reserve(un);
+    u_clusters.reserve(2 * un);
+    clusters.reserve(2 * un);
+}
+
+void optics_xi_rounded(const double* R, int64_t ld, int64_t N, int64_t min_samples, double xi, OpticsWorkspace& ws,
+                       int64_t* labels) {
+    ws.resize(N);
+    double* core = ws.core.data();
+    double* rcore = ws.rcore.data();
+    double* work = ws.work.data();  // reachability of unprocessed points, NaN once processed
+    double* reach = ws.reach.data();
+    int64_t* order = ws.order.data();
+    int64_t* pos = ws.pos.data();
+    int64_t* pred = ws.pred.data();
+
+    for (int64_t i = 0; i < N; ++i) {
+        core[i] = kth_smallest(R + i * ld, N, min_samples, ws.kbuf);
+        // scikit-learn rounds max(d, core) where core is already rounded: round15 again, it is not idempotent for
+        // large values.
+        rcore[i] = round15(core[i]);
+        work[i] = kInf;
+        pred[i] = -1;
+    }
+
+    // OPTICS ordering. Expanding a point updates its row and finds the next point in one pass.
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    int64_t first_unprocessed = 0;
+    int64_t point = 0;  // everything is +inf at the start: the smallest index
+    for (int64_t step = 0; step < N; ++step) {
+        order[step] = point;
+        pos[point] = step;
+        reach[point] = work[point];
+        work[point] = nan;
+        while (first_unprocessed < N && std::isnan(work[first_unprocessed])) ++first_unprocessed;
+        int64_t next = core[point] != kInf ? expand(R + point * ld, rcore[point], point, N, work, pred)
+                                           : argmin_unprocessed(work, N);
+        point = next >= 0 ? next : first_unprocessed;  // all remaining at +inf: smallest index
+    }
+
+    // Reachability plot in processing order, with +inf appended (scikit-learn does this to close the last cluster).
+    double* plot = ws.plot.data();
+    int64_t* pred_plot = ws.pred_plot.data();
+    for (int64_t k = 0; k < N; ++k) {
+        plot[k] = reach[order[k]];
+        pred_plot[k] = pred[order[k]];
+    }
+    plot[N] = kInf;
+
+    const double xi_complement = 1.0 - xi;
+    const double inv_complement = 1.0 / xi_complement;
+    uint8_t* flags = ws.flags.data();
+    for (int64_t k = 0; k < N; ++k) {
+        double ratio = plot[k] / plot[k + 1];
+        flags[k] = static_cast<uint8_t>((ratio <= xi_complement ? kSteepUp : 0) |
+                                        (ratio >= inv_complement ? kSteepDown : 0) | (ratio < 1.0 ? kUp : 0) |
+                                        (ratio > 1.0 ? kDown : 0));
+    }
+
+    auto& sdas = ws.sdas;
+    auto& clusters = ws.clusters;
+    auto& u_clusters = ws.u_clusters;
+    sdas.clear();
+    clusters.clear();
+    int64_t index = 0;
+    double mib = 0.0;  // maximum of the plot in between steep areas
+    for (int64_t steep_index = 0; steep_index < N; ++steep_index) {
+        if (!(flags[steep_index] & (kSteepUp | kSteepDown)) || steep_index < index) continue;
+        for (int64_t k = index; k <= steep_index; ++k)
+            if (plot[k] > mib) mib = plot[k];
+
+        if (flags[steep_index] & kSteepDown) {
+            filter_sdas(sdas, mib, xi_complement, plot);
+            int64_t d_end = extend_region(flags, N, kSteepDown, kUp, steep_index, min_samples);
+            sdas.push_back({steep_index, d_end, 0.0});
+            index = d_end + 1;
+            mib = plot[index];
+            continue;
+        }
+
+        filter_sdas(sdas, mib, xi_complement, plot);
+        const int64_t u_start = steep_index;
+        const int64_t u_end = extend_region(flags, N, kSteepUp, kDown, u_start, min_samples);
+        index = u_end + 1;
+        mib = plot[index];
+
+        u_clusters.clear();
+        for (const auto& d : sdas) {
+            int64_t c_start = d.start;
+            int64_t c_end = u_end;
+            const double after = plot[c_end + 1];
+            if (after * xi_complement < d.mib) continue;
+            const double d_max = plot[d.start];
+            if (d_max * xi_complement >= after) {
+                // The start is much higher than the end: move the start right to the end's level.
+                while (plot[c_start + 1] > after && c_start < d.end) ++c_start;
+            } else if (after * xi_complement >= d_max) {
+                // The end is much higher than the start: move the end left to the start's level.
+                while (plot[c_end - 1] > d_max && c_end > u_start) --c_end;
+            }
+            if (!correct_predecessor(plot, pred_plot, pos, c_start, c_end)) continue;
+            if (c_end - c_start + 1 < min_samples) continue;  // min_cluster_size = min_samples
+            if (c_start > d.end) continue;
+            if (c_end < u_start) continue;
+            u_clusters.push_back(c_start);
+            u_clusters.push_back(c_end);
+        }
+        // Smaller clusters first: the candidates were found from the outermost steep-down area inwards.
+        for (size_t t = u_clusters.size(); t >= 2; t -= 2) {
+            clusters.push_back(u_clusters[t - 2]);
+            clusters.push_back(u_clusters[t - 1]);
+        }
+    }
+
+    // A cluster is labelled only when none of its points already is (nested smaller clusters come first).
+    int64_t* pos_label = ws.pos_label.data();
+    std::fill(pos_label, pos_label + N, int64_t(-1));
+    int64_t label = 0;
+    for (size_t t = 0; t < clusters.size(); t += 2) {
+        const int64_t s = clusters[t], e = clusters[t + 1];
+        bool free = true;
+        for (int64_t k = s; k <= e && free; ++k) free = pos_label[k] == -1;
+        if (!free) continue;
+        std::fill(pos_label + s, pos_label + e + 1, label);
+        ++label;
+    }
+    for (int64_t k = 0; k < N; ++k) labels[order[k]] = pos_label[k];
+}
+
+int64_t optics_labels_cpu(const double* dist, int64_t P, int64_t N, int64_t min_samples, double xi, int64_t* labels,
+                          int num_threads) {
+    int64_t first_bad = -1;
+    const int64_t nn = N * N;
+#ifdef _OPENMP
+    if (num_threads <= 0) num_threads = omp_get_max_threads();
+#pragma omp parallel num_threads(static_cast<int>(std::min<int64_t>(num_threads, std::max<int64_t>(P, 1))))
+#endif
+    {
+        OpticsWorkspace ws;
+        ws.resize(N);
+        std::vector<double> rounded(static_cast<size_t>(nn));
+        int64_t my_bad = -1;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (int64_t p = 0; p < P; ++p) {
+            const double* d = dist + p * nn;
+            double* r = rounded.data();
+            // Validate and round in one pass; -0.0 becomes +0.0 (see optics_labels.h).
+            const bool invalid = round_matrix(d, r, nn);
+            if (invalid) {
+                int64_t k = 0;
+                while (d[k] >= 0.0 && d[k] <= kMax) ++k;
+                if (my_bad < 0 || p * nn + k < my_bad) my_bad = p * nn + k;
+                std::fill(labels + p * N, labels + (p + 1) * N, int64_t(-1));
+                continue;
+            }
+            optics_xi_rounded(r, N, N, min_samples, xi, ws, labels + p * N);
+        }
+#ifdef _OPENMP
+#pragma omp critical(hetmm_optics_first_bad)
+#endif
+        if (my_bad >= 0 && (first_bad < 0 || my_bad < first_bad)) first_bad = my_bad;
+    }
+    return first_bad;
+}
+
+}  // namespace hetmm

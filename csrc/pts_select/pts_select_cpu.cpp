@@ -1,0 +1,458 @@
+// CPU kernels of pts_select (semantics: pts_select.h).
+//
+// Work split: OpenMP threads take groups of consecutive pixels (dynamic schedule); a group is one cache line of
+// the input per (template, channel) row: 16 pixels of float or 8 of double. The thread packs its group once, reading
+// every input line exactly once (DRAM traffic = the input size), into per-pixel buffers [c][i] (i contiguous, input
+// dtype), then runs the whole pipeline per pixel: Gram matrix, rounded distances, OPTICS, selection. Buffers are
+// per thread and allocated once: 64 * C * ld bytes of packed features, 2 ld^2 doubles (G, R), O(N) for the rest.
+// Gram: channels in blocks of 64, converted to a double block (64 x ld, stays in L2); register tiles of 8 (i) x 6 (j)
+// outputs = 12 AVX2 accumulators, 12 FMAs per channel against 2 vector loads and 6 broadcasts; only tiles on or
+// above the diagonal are computed and the lower triangle is mirrored: ~N^2 C / 2 FMAs per pixel.
+// Bytes per pixel: N C input values read once and written/read once packed; G and R (ld^2 doubles each) stay in L2/L3.
+#include "pts_select.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <new>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HETMM_PTS_X86 1
+#include <immintrin.h>
+#endif
+
+namespace hetmm {
+
+namespace {
+
+constexpr int64_t kMR = 8;   // i extent of a register tile (2 vectors of 4 doubles)
+constexpr int64_t kNR = 6;   // j extent of a register tile (broadcasts)
+constexpr int64_t kKC = 64;  // channels per cache block of the Gram product
+constexpr int64_t kPackBlock = 16;  // channels per block of the packing transpose (its destination lines stay in L1)
+constexpr int64_t kLineBytes = 64;
+constexpr int64_t kMaxGroup = 64;                  // pixels packed together
+constexpr int64_t kPackBudget = int64_t(16) << 20;  // bytes of packed features per thread
+
+// One multiply-add step of the Gram accumulation. The AVX2 kernel uses FMA; this fallback does too when the
+// hardware has it, so both paths give the same bits (for float inputs the product is exact either way).
+inline double mul_add(double a, double b, double acc) {
+#ifdef FP_FAST_FMA
+    return std::fma(a, b, acc);
+#else
+    return a * b + acc;
+#endif
+}
+
+// Accumulate the channel block blk[c*ld + i] (c < nc) into the tiles on or above the diagonal of G
+// (G[j*ld + i], i >= j); first: start from zero instead of G.
+void gram_tiles_generic(const double* blk, int64_t nc, int64_t N, int64_t ld, double* G, bool first) {
+    for (int64_t j0 = 0; j0 < N; j0 += kNR) {
+        for (int64_t i0 = j0 / kMR * kMR; i0 < N; i0 += kMR) {
+            double acc[kNR][kMR];
+            for (int64_t s = 0; s < kNR; ++s)
+                for (int64_t r = 0; r < kMR; ++r) acc[s][r] = first ? 0.0 : G[(j0 + s) * ld + i0 + r];
+            for (int64_t c = 0; c < nc; ++c) {
+                const double* a = blk + c * ld;
+                for (int64_t s = 0; s < kNR; ++s)
+                    for (int64_t r = 0; r < kMR; ++r) acc[s][r] = mul_add(a[i0 + r], a[j0 + s], acc[s][r]);
+            }
+            for (int64_t s = 0; s < kNR; ++s)
+                for (int64_t r = 0; r < kMR; ++r) G[(j0 + s) * ld + i0 + r] = acc[s][r];
+        }
+    }
+}
+
+#ifdef HETMM_PTS_X86
+__attribute__((target("avx2,fma"))) void gram_tiles_avx2(const double* blk, int64_t nc, int64_t N, int64_t ld,
+                                                          double* G, bool first) {
+    for (int64_t j0 = 0; j0 < N; j0 += kNR) {
+        for (int64_t i0 = j0 / kMR * kMR; i0 < N; i0 += kMR) {
+            double* g = G + j0 * ld + i0;
+            __m256d a0, a1, b0, b1, c0v, c1v, d0, d1, e0, e1, f0, f1;
+            if (first) {
+                a0 = a1 = b0 = b1 = c0v = c1v = d0 = d1 = e0 = e1 = f0 = f1 = _mm256_setzero_pd();
+            } else {
+                a0 = _mm256_loadu_pd(g), a1 = _mm256_loadu_pd(g + 4);
+                b0 = _mm256_loadu_pd(g + ld), b1 = _mm256_loadu_pd(g + ld + 4);
+                c0v = _mm256_loadu_pd(g + 2 * ld), c1v = _mm256_loadu_pd(g + 2 * ld + 4);
+                d0 = _mm256_loadu_pd(g + 3 * ld), d1 = _mm256_loadu_pd(g + 3 * ld + 4);
+                e0 = _mm256_loadu_pd(g + 4 * ld), e1 = _mm256_loadu_pd(g + 4 * ld + 4);
+                f0 = _mm256_loadu_pd(g + 5 * ld), f1 = _mm256_loadu_pd(g + 5 * ld + 4);
+            }
+            const double* a = blk;
+            for (int64_t c = 0; c < nc; ++c, a += ld) {
+                const __m256d x0 = _mm256_loadu_pd(a + i0), x1 = _mm256_loadu_pd(a + i0 + 4);
+                __m256d y = _mm256_broadcast_sd(a + j0);
+                a0 = _mm256_fmadd_pd(x0, y, a0), a1 = _mm256_fmadd_pd(x1, y, a1);
+                y = _mm256_broadcast_sd(a + j0 + 1);
+                b0 = _mm256_fmadd_pd(x0, y, b0), b1 = _mm256_fmadd_pd(x1, y, b1);
+                y = _mm256_broadcast_sd(a + j0 + 2);
+                c0v = _mm256_fmadd_pd(x0, y, c0v), c1v = _mm256_fmadd_pd(x1, y, c1v);
+                y = _mm256_broadcast_sd(a + j0 + 3);
+                d0 = _mm256_fmadd_pd(x0, y, d0), d1 = _mm256_fmadd_pd(x1, y, d1);
+                y = _mm256_broadcast_sd(a + j0 + 4);
+                e0 = _mm256_fmadd_pd(x0, y, e0), e1 = _mm256_fmadd_pd(x1, y, e1);
+                y = _mm256_broadcast_sd(a + j0 + 5);
+                f0 = _mm256_fmadd_pd(x0, y, f0), f1 = _mm256_fmadd_pd(x1, y, f1);
+            }
+            _mm256_storeu_pd(g, a0), _mm256_storeu_pd(g + 4, a1);
+            _mm256_storeu_pd(g + ld, b0), _mm256_storeu_pd(g + ld + 4, b1);
+            _mm256_storeu_pd(g + 2 * ld, c0v), _mm256_storeu_pd(g + 2 * ld + 4, c1v);
+            _mm256_storeu_pd(g + 3 * ld, d0), _mm256_storeu_pd(g + 3 * ld + 4, d1);
+            _mm256_storeu_pd(g + 4 * ld, e0), _mm256_storeu_pd(g + 4 * ld + 4, e1);
+            _mm256_storeu_pd(g + 5 * ld, f0), _mm256_storeu_pd(g + 5 * ld + 4, f1);
+        }
+    }
+}
+
+bool cpu_has_avx2_fma() {
+    static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return ok;
+}
+#endif
+
+void gram_tiles(const double* blk, int64_t nc, int64_t N, int64_t ld, double* G, bool first) {
+#ifdef HETMM_PTS_X86
+    if (cpu_has_avx2_fma()) {
+        gram_tiles_avx2(blk, nc, N, ld, G, first);
+        return;
+    }
+#endif
+    gram_tiles_generic(blk, nc, N, ld, G, first);
+}
+
+// The tiles on or above the diagonal: G[j*ld + i] for every i >= j (and some i < j next to the diagonal), from
+// packed features xt[c*ld + i]. Float features are converted block by block into `scratch` (kKC * ld doubles).
+void gram_upper(const double* xt, int64_t C, int64_t N, int64_t ld, double* G, double*) {
+    for (int64_t c0 = 0; c0 < C; c0 += kKC)
+        gram_tiles(xt + c0 * ld, std::min(kKC, C - c0), N, ld, G, c0 == 0);
+}
+
+void gram_upper(const float* xt, int64_t C, int64_t N, int64_t ld, double* G, double* scratch) {
+    for (int64_t c0 = 0; c0 < C; c0 += kKC) {
+        const int64_t nc = std::min(kKC, C - c0);
+        const float* src = xt + c0 * ld;
+        for (int64_t k = 0; k < nc * ld; ++k) scratch[k] = static_cast<double>(src[k]);
+        gram_tiles(scratch, nc, N, ld, G, c0 == 0);
+    }
+}
+
+// r[i] = round15(max(0, 1 - g[i])), the rounded distance scikit-learn works with (see optics_labels.h); true when
+// some g[i] is not finite.
+bool round_distances_generic(const double* g, double* r, int64_t n) {
+    int64_t nonfinite = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        const double v = g[i];
+        nonfinite |= !(std::fabs(v) <= std::numeric_limits<double>::max());
+        r[i] = round15(std::max(0.0, 1.0 - v));
+    }
+    return nonfinite != 0;
+}
+
+#ifdef HETMM_PTS_X86
+__attribute__((target("avx2"))) bool round_distances_avx2(const double* g, double* r, int64_t n) {
+    const __m256d zero = _mm256_setzero_pd(), one = _mm256_set1_pd(1.0), scale = _mm256_set1_pd(1e15);
+    const __m256d vmax = _mm256_set1_pd(std::numeric_limits<double>::max());
+    const __m256d abs_mask = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffLL));
+    __m256d nonfinite = zero;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const __m256d v = _mm256_loadu_pd(g + i);
+        nonfinite = _mm256_or_pd(nonfinite, _mm256_cmp_pd(_mm256_and_pd(v, abs_mask), vmax, _CMP_NLE_UQ));
+        const __m256d d = _mm256_max_pd(_mm256_sub_pd(one, v), zero);  // d > 0 ? d : +0, as std::max(0.0, d)
+        _mm256_storeu_pd(r + i,
+                         _mm256_div_pd(_mm256_round_pd(_mm256_mul_pd(d, scale), _MM_FROUND_CUR_DIRECTION), scale));
+    }
+    return (_mm256_movemask_pd(nonfinite) != 0) | round_distances_generic(g + i, r + i, n - i);
+}
+#endif
+
+bool round_distances(const double* g, double* r, int64_t n) {
+#ifdef HETMM_PTS_X86
+    if (cpu_has_avx2_fma()) return round_distances_avx2(g, r, n);
+#endif
+    return round_distances_generic(g, r, n);
+}
+
+// Round the computed upper triangle (row j, columns i >= j) into R, then mirror G and R into the lower triangle in
+// 8 x 8 blocks. False when G has a non-finite value.
+bool finish_gram(double* G, double* R, int64_t N, int64_t ld) {
+    bool nonfinite = false;
+    for (int64_t j = 0; j < N; ++j) nonfinite |= round_distances(G + j * ld + j, R + j * ld + j, N - j);
+    for (int64_t jb = 0; jb < N; jb += kMR) {
+        const int64_t je = std::min(N, jb + kMR);
+        for (int64_t ib = jb; ib < N; ib += kMR) {
+            const int64_t ie = std::min(N, ib + kMR);
+            for (int64_t i = ib; i < ie; ++i) {
+                for (int64_t j = jb; j < std::min(je, i); ++j) {
+                    G[i * ld + j] = G[j * ld + i];
+                    R[i * ld + j] = R[j * ld + i];
+                }
+            }
+        }
+    }
+    return !nonfinite;
+}
+
+// 64-byte aligned, zero-initialised double buffer.
+struct AlignedDoubles {
+    struct Free {
+        void operator()(double* p) const { ::operator delete[](p, std::align_val_t(64)); }
+    };
+    std::unique_ptr<double[], Free> ptr;
+    explicit AlignedDoubles(int64_t n)
+        : ptr(static_cast<double*>(::operator new[](sizeof(double) * static_cast<size_t>(std::max<int64_t>(n, 1)),
+                                                    std::align_val_t(64)))) {
+        std::memset(ptr.get(), 0, sizeof(double) * static_cast<size_t>(std::max<int64_t>(n, 1)));
+    }
+    double* get() const { return ptr.get(); }
+};
+
+// Zeroed buffer of n values of T, 2 MiB aligned and (Linux) backed by huge pages when the kernel allows it: the
+// packing writes to many rows of it at once.
+template <typename T>
+struct PackBuffer {
+    struct Free {
+        void operator()(T* p) const { std::free(p); }
+    };
+    std::unique_ptr<T, Free> ptr;
+    explicit PackBuffer(int64_t n) {
+        constexpr size_t huge = size_t(2) << 20;
+        const size_t bytes = (sizeof(T) * static_cast<size_t>(std::max<int64_t>(n, 1)) + huge - 1) / huge * huge;
+        ptr.reset(static_cast<T*>(std::aligned_alloc(huge, bytes)));
+        if (!ptr) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+        madvise(ptr.get(), bytes, MADV_HUGEPAGE);  // advisory; failure only costs speed
+#endif
+        std::memset(ptr.get(), 0, bytes);
+    }
+    T* get() const { return ptr.get(); }
+};
+
+template <typename T>
+int64_t pts_select_impl(const T* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sN, int64_t sC, int64_t sH,
+                        int64_t sW, int64_t K, int64_t* out, int num_threads) {
+    const int64_t P = H * W;
+    const int64_t ld = gram_ld(N);
+    const int64_t min_samples = pts_min_samples(N, K);
+#ifdef _OPENMP
+    if (num_threads <= 0) num_threads = omp_get_max_threads();
+#else
+    num_threads = 1;
+#endif
+    // Pixels packed together: as many as the budget allows, in whole cache lines of the input. Each visit of an
+    // input row (template i, channel c) reads `group` consecutive pixels; the input rows lie on different pages
+    // (4 KiB or more apart in practice), so wide groups are what keeps page walks and DRAM latency per byte low.
+    const int64_t line = kLineBytes / static_cast<int64_t>(sizeof(T));
+    const int64_t pixel_bytes = C * ld * static_cast<int64_t>(sizeof(T));
+    int64_t group = std::clamp<int64_t>(kPackBudget / std::max<int64_t>(pixel_bytes, 1), line, kMaxGroup);
+    const int64_t per_thread = (P + num_threads - 1) / num_threads;
+    group = std::max(line, std::min(group, (per_thread + line - 1) / line * line) / line * line);
+    const int64_t n_groups = (P + group - 1) / group;
+    // One extra cache line per pixel buffer so that the `group` write streams of the packing do not share cache sets
+    // (C * ld * sizeof(T) is often a multiple of 4 KiB).
+    const int64_t pixel_stride = C * ld + kLineBytes / static_cast<int64_t>(sizeof(T));
+    int64_t first_bad = -1;
+
+#ifdef _OPENMP
+#pragma omp parallel num_threads(static_cast<int>(std::min<int64_t>(num_threads, n_groups)))
+#endif
+    {
+        PackBuffer<T> packed(group * pixel_stride);  // zeroed: padding columns N..ld stay 0
+        AlignedDoubles scratch(kKC * ld);
+        AlignedDoubles gram(ld * ld);
+        AlignedDoubles rounded(ld * ld);
+        std::vector<int64_t> labels(static_cast<size_t>(N));
+        std::vector<int64_t> offset(static_cast<size_t>(group));
+        OpticsWorkspace optics_ws;
+        optics_ws.resize(N);
+        PtsWorkspace pts_ws;
+        pts_ws.resize(N);
+        int64_t my_bad = -1;
+
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (int64_t t = 0; t < n_groups; ++t) {
+            const int64_t p0 = t * group;
+            const int64_t ng = std::min(group, P - p0);
+            bool contiguous = sW == 1;
+            for (int64_t q = 0; q < ng; ++q) {
+                offset[q] = (p0 + q) / W * sH + (p0 + q) % W * sW;
+                contiguous &= offset[q] == offset[0] + q;
+            }
+            // Pack [q][c][i], channels in blocks so the block's destination lines stay in L1 while i advances; the
+            // input is read one run of ng pixels per (template, channel) row.
+            T* xt = packed.get();
+            for (int64_t c0 = 0; c0 < C; c0 += kPackBlock) {
+                const int64_t c1 = std::min(C, c0 + kPackBlock);
+                for (int64_t i = 0; i < N; ++i) {
+                    for (int64_t c = c0; c < c1; ++c) {
+                        const T* src = x + i * sN + c * sC;
+                        if (contiguous && i + 1 < N) {
+                            // The same channel of the next template, one block row ahead: the input rows are far
+                            // apart, so neither the hardware prefetcher nor the page walk would start early.
+                            const char* ahead = reinterpret_cast<const char*>(src + sN + offset[0]);
+                            for (int64_t b = 0; b < ng * static_cast<int64_t>(sizeof(T)); b += kLineBytes)
+                                __builtin_prefetch(ahead + b);
+                        }
+                        T* dst = xt + c * ld + i;
+                        if (contiguous) {
+                            src += offset[0];
+                            for (int64_t q = 0; q < ng; ++q) dst[q * pixel_stride] = src[q];
+                        } else {
+                            for (int64_t q = 0; q < ng; ++q) dst[q * pixel_stride] = src[offset[q]];
+                        }
+                    }
+                }
+            }
+            for (int64_t q = 0; q < ng; ++q) {
+                const int64_t p = p0 + q;
+                gram_upper(xt + q * pixel_stride, C, N, ld, gram.get(), scratch.get());
+                if (!finish_gram(gram.get(), rounded.get(), N, ld)) {
+                    if (my_bad < 0 || p < my_bad) my_bad = p;
+                    continue;
+                }
+                optics_xi_rounded(rounded.get(), ld, N, min_samples, 0.05, optics_ws, labels.data());
+                pts_choose(gram.get(), ld, N, labels.data(), K, pts_ws, out + p, P);
+            }
+        }
+#ifdef _OPENMP
+#pragma omp critical(hetmm_pts_first_bad)
+#endif
+        if (my_bad >= 0 && (first_bad < 0 || my_bad < first_bad)) first_bad = my_bad;
+    }
+    return first_bad;
+}
+
+}  // namespace
+
+int64_t gram_ld(int64_t n) {
+    const int64_t rows = (n + kNR - 1) / kNR * kNR;
+    return (rows + kMR - 1) / kMR * kMR;
+}
+
+void gram_f64(const double* xt, int64_t C, int64_t N, int64_t ld, double* G) {
+    gram_upper(xt, C, N, ld, G, nullptr);
+    for (int64_t j = 0; j < N; ++j)
+        for (int64_t i = 0; i < j; ++i) G[j * ld + i] = G[i * ld + j];
+}
+
+void PtsWorkspace::resize(int64_t n) {
+    const size_t un = static_cast<size_t>(n);
+    dp.resize(un);
+    rank_of_label.resize(un);
+    count.resize(un + 1);
+    start.resize(un + 1);
+    members.resize(un);
+    taken.resize(un);
+}
+
+void pts_choose(const double* G, int64_t ld, int64_t N, const int64_t* labels, int64_t K, PtsWorkspace& ws,
+                int64_t* chosen, int64_t stride) {
+    ws.resize(N);
+    int64_t* rank_of_label = ws.rank_of_label.data();
+    int64_t* count = ws.count.data();
+    int64_t* start = ws.start.data();
+    int64_t* members = ws.members.data();
+    double* dp = ws.dp.data();
+    uint8_t* taken = ws.taken.data();
+
+    // Clusters ranked by first appearance over i = 0..N-1; members bucketed by rank, ascending i.
+    std::fill(rank_of_label, rank_of_label + N, int64_t(-1));
+    int64_t n_clusters = 0;
+    for (int64_t i = 0; i < N; ++i)
+        if (labels[i] >= 0 && rank_of_label[labels[i]] < 0) rank_of_label[labels[i]] = n_clusters++;
+    std::fill(count, count + n_clusters + 1, int64_t(0));
+    for (int64_t i = 0; i < N; ++i)
+        if (labels[i] >= 0) ++count[rank_of_label[labels[i]]];
+    start[0] = 0;
+    for (int64_t r = 0; r < n_clusters; ++r) start[r + 1] = start[r] + count[r];
+    std::copy(start, start + n_clusters, count);  // reused as fill cursors
+    for (int64_t i = 0; i < N; ++i)
+        if (labels[i] >= 0) members[count[rank_of_label[labels[i]]]++] = i;
+
+    int64_t n_chosen = 0;
+    std::fill(taken, taken + N, uint8_t(0));
+    auto take = [&](int64_t j) {
+        chosen[n_chosen * stride] = j;
+        ++n_chosen;
+        taken[j] = 1;
+    };
+
+    // Easy normals: the medoid of each cluster (largest within-cluster similarity sum, ties to the smallest index).
+    for (int64_t r = 0; r < n_clusters && n_chosen < K; ++r) {
+        const int64_t* m = members + start[r];
+        const int64_t size = start[r + 1] - start[r];
+        int64_t best_j = -1;
+        double best = 0.0;
+        for (int64_t a = 0; a < size; ++a) {
+            const double* row = G + m[a] * ld;
+            double s = 0.0;
+            for (int64_t b = 0; b < size; ++b) s += row[m[b]];
+            if (best_j < 0 || s > best) {
+                best = s;
+                best_j = m[a];
+            }
+        }
+        take(best_j);
+    }
+    if (n_clusters == 0) {
+        int64_t best_j = 0;
+        double best = 0.0;
+        for (int64_t j = 0; j < N; ++j) {
+            const double* row = G + j * ld;
+            double s = 0.0;
+            for (int64_t k = 0; k < N; ++k) s += row[k];
+            if (j == 0 || s > best) {
+                best = s;
+                best_j = j;
+            }
+        }
+        take(best_j);
+    }
+
+    // Hard normals. G is symmetric, so "add column s" reads row s.
+    std::fill(dp, dp + N, 0.0);
+    for (int64_t t = 0; t < n_chosen; ++t) {
+        const double* row = G + chosen[t * stride] * ld;
+        for (int64_t i = 0; i < N; ++i) dp[i] += row[i];
+    }
+    while (n_chosen < K) {
+        int64_t best_i = -1;
+        double best = 0.0;
+        for (int64_t i = 0; i < N; ++i) {
+            if (taken[i]) continue;
+            if (best_i < 0 || dp[i] < best) {
+                best = dp[i];
+                best_i = i;
+            }
+        }
+        take(best_i);
+        const double* row = G + best_i * ld;
+        for (int64_t i = 0; i < N; ++i) dp[i] += row[i];
+    }
+}
+
+int64_t pts_select_cpu(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sN, int64_t sC,
+                       int64_t sH, int64_t sW, int64_t K, int64_t* out, int num_threads) {
+    return pts_select_impl(x, N, C, H, W, sN, sC, sH, sW, K, out, num_threads);
+}
+
+int64_t pts_select_cpu(const double* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sN, int64_t sC,
+                       int64_t sH, int64_t sW, int64_t K, int64_t* out, int num_threads) {
+    return pts_select_impl(x, N, C, H, W, sN, sC, sH, sW, K, out, num_threads);
+}
+
+}  // namespace hetmm

@@ -1,0 +1,76 @@
+// Tensor-level CPU wrapper of pts_select: boundary checks, dtype handling, output allocation; the work is done by the
+// torch-free hetmm::pts_select_cpu (pts_select_cpu.cpp) with torch's intra-op thread count. float32 and float64
+// inputs are passed as they are (any strides, no copy); float16 and bfloat16 inputs are converted exactly to float32
+// in bands of image rows (at most ~64 MiB at a time), so the result is the float32 kernel's on the same values.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "pts_select.h"
+
+namespace hetmm {
+namespace {
+
+constexpr int64_t kConvertBudget = int64_t(64) << 20;  // bytes of float32 copy per band (float16/bfloat16 input)
+
+template <typename T>
+int64_t run_kernel(const at::Tensor& t, int64_t size, int64_t* out) {
+  return pts_select_cpu(t.const_data_ptr<T>(), t.size(0), t.size(1), t.size(2), t.size(3), t.stride(0), t.stride(1),
+                        t.stride(2), t.stride(3), size, out, at::get_num_threads());
+}
+
+void check_finite(int64_t bad_pixel, int64_t y0, int64_t W) {
+  TORCH_CHECK_VALUE(bad_pixel < 0, "hetmm.pts_select (cpu): templates has a non-finite value (NaN or inf) at pixel ",
+                    "(y, x) = (", y0 + bad_pixel / W, ", ", bad_pixel % W, ")");
+}
+
+at::Tensor pts_select_cpu_torch(const at::Tensor& templates, int64_t size) {
+  TORCH_CHECK(templates.device().is_cpu(), "hetmm.pts_select (cpu): templates must be a CPU tensor, got ",
+              templates.device());
+  TORCH_CHECK_VALUE(templates.dim() == 4, "hetmm.pts_select (cpu): templates must be 4-D [N, C, H, W], got ",
+                    templates.sizes());
+  const at::ScalarType dtype = templates.scalar_type();
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
+                   "hetmm.pts_select (cpu): templates dtype must be float32, float64, float16 or bfloat16, got ",
+                   dtype);
+  const int64_t N = templates.size(0), C = templates.size(1), H = templates.size(2), W = templates.size(3);
+  TORCH_CHECK_VALUE(N > 0 && C > 0, "hetmm.pts_select (cpu): templates [N, C, H, W] needs N, C >= 1, got ",
+                    templates.sizes());
+  TORCH_CHECK_VALUE(size >= 1 && size <= N, "hetmm.pts_select (cpu): size must be in [1, N=", N, "], got ", size);
+
+  at::Tensor out = at::empty({size, H, W}, templates.options().dtype(at::kLong));
+  if (H * W == 0) return out;
+  int64_t* o = out.mutable_data_ptr<int64_t>();
+  if (dtype == at::kFloat) {
+    check_finite(run_kernel<float>(templates, size, o), 0, W);
+  } else if (dtype == at::kDouble) {
+    check_finite(run_kernel<double>(templates, size, o), 0, W);
+  } else {
+    const int64_t row_bytes = N * C * W * static_cast<int64_t>(sizeof(float));
+    const int64_t band = std::clamp<int64_t>(kConvertBudget / std::max<int64_t>(row_bytes, 1), 1, H);
+    for (int64_t y0 = 0; y0 < H; y0 += band) {
+      const int64_t rows = std::min(band, H - y0);
+      const at::Tensor chunk = templates.narrow(2, y0, rows).to(at::kFloat);
+      if (rows == H) {
+        check_finite(run_kernel<float>(chunk, size, o), 0, W);
+        break;
+      }
+      at::Tensor part = at::empty({size, rows * W}, out.options());
+      check_finite(run_kernel<float>(chunk, size, part.mutable_data_ptr<int64_t>()), y0, W);
+      const int64_t* src = part.const_data_ptr<int64_t>();
+      for (int64_t k = 0; k < size; ++k)
+        std::memcpy(o + k * H * W + y0 * W, src + k * rows * W, sizeof(int64_t) * static_cast<size_t>(rows * W));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+}  // namespace hetmm
+
+TORCH_LIBRARY_IMPL(hetmm, CPU, m) { m.impl("pts_select", &hetmm::pts_select_cpu_torch); }
