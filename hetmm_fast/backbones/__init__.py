@@ -14,7 +14,12 @@
 | wide_resnet50_2 | layer1..3, pre-ReLU | 256, 512, 1024 | ``weights=`` or torchvision cache | ImageNet |
 | wide_resnet101_2 | layer1..3, pre-ReLU | 256, 512, 1024 | ``weights=`` or torchvision cache | ImageNet |
 
-Each module's docstring says where its weights come from and what was verified about them.
+Each module's docstring says where its weights come from and what was verified about them. Maps have
+``ceil(S / stride)`` pixels a side (``S // stride`` for ``S`` a multiple of 16; ``S = 100`` gives 25, 13, 7).
+
+Inference form: built on the CPU in float32 (move it with ``.to(device)``), eval mode, no gradients, BatchNorm
+folded into the convolutions (float64 fold; tapped features within ~3e-6 relative of the unfolded network) and
+weights in ``channels_last`` (together 1.1-2x faster on CPU); the returned maps are contiguous NCHW.
 """
 
 from .base import FeatureExtractor

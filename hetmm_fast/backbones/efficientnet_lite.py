@@ -20,7 +20,25 @@ style", ``MEAN_RGB = [127.0] * 3``, ``STDDEV_RGB = [128.0] * 3`` in ``efficientn
 
 Taps (strides 4, 8, 16): the outputs of blocks 2, 4 and 10, the last blocks of the 24-, 40- and 112-channel
 stages (linear bottleneck outputs, no activation, so they can be negative). Blocks 11..15 and the head are not
-kept in the feature extractor.
+kept in the feature extractor, and its BatchNorms are folded into the convolutions.
+
+What was verified (no TensorFlow and no ImageNet here, so against the weights themselves and an independent
+network; tests/test_backbones.py repeats the cheap parts):
+
+- The state dict (296 entries) loads with ``strict=True``; every kernel size and channel count is fixed by it.
+- SAME padding: a stride-2 :class:`SameConv2d` equals a dense stride-1 convolution sampled at pixels 1, 3, 5, ...
+  for even sides and 0, 2, 4, ... for odd ones (TF's placement of the extra padding pixel).
+- End to end, on 64 real 224x224 photos (4 categories of ../shared/data), Lite0's top-1 class was compared with
+  torchvision's MobileNetV2 (packaged ImageNet weights; a stock architecture): Lite0 top-1 in MobileNetV2's top-5
+  for 66 % of the images (chance 0.5 %), top-1 equal for 28 %. Every alternative scored lower: symmetric PyTorch
+  padding 48 % / 16 %, BN eps 1e-5 64 % / 23 %, ReLU instead of ReLU6 58 % / 23 %, ImageNet normalisation
+  38 % / 19 %. Procedural scenes are classified sensibly (a disc: "ping-pong ball", rings: "maze", a grid:
+  "window screen") and keep their class when mirrored.
+- BatchNorm statistics: the batch mean of the stem convolution's output deviates from the stem BN's running mean
+  by 0.26 running std on average on those real photos (0.05 on 1/f-noise images) with the (127, 128)
+  normalisation, against 0.78 (0.24) with ImageNet's, and the mean deviation over all BN layers is lowest with
+  ReLU6 (0.25 against 0.31 with ReLU). BN eps 1e-3 comes from the TF source (``batch_norm_epsilon``); the data
+  barely distinguishes it from 1e-5.
 """
 
 from __future__ import annotations

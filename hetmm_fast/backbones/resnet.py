@@ -51,12 +51,13 @@ def residual_sum(block: nn.Module, x: Tensor) -> Tensor:
 
 def _run_stage(stage: nn.Sequential, x: Tensor) -> Tensor:
     """All blocks of ``stage`` as stock, the last one without its final ReLU."""
-    last = len(stage) - 1
-    for i, block in enumerate(stage):
-        if i == last:
-            return residual_sum(block, x)
+    for block in stage[:-1]:
         x = block(x)
-    raise ValueError("_run_stage: empty stage")
+    return residual_sum(stage[-1], x)
+
+
+def _out_channels(block: nn.Module) -> int:
+    return block.conv3.out_channels if isinstance(block, Bottleneck) else block.conv2.out_channels
 
 
 class ResNetFeatures(FeatureExtractor):
@@ -75,15 +76,10 @@ class ResNetFeatures(FeatureExtractor):
                         f"ResNetFeatures: {stage_name} holds a {type(block).__name__}, expected torchvision "
                         "BasicBlock or Bottleneck blocks"
                     )
-        channels = tuple(
-            getattr(net, s)[-1].conv3.out_channels if isinstance(getattr(net, s)[-1], Bottleneck)
-            else getattr(net, s)[-1].conv2.out_channels
-            for s in ("layer1", "layer2", "layer3")
-        )
         super().__init__(
             name=name,
             taps=("layer1", "layer2", "layer3"),
-            channels=channels,
+            channels=(_out_channels(net.layer1[-1]), _out_channels(net.layer2[-1]), _out_channels(net.layer3[-1])),
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
             weights_id=weights_id,
