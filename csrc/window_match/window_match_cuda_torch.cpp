@@ -21,6 +21,7 @@
 #include <string>
 #include <tuple>
 
+#include "../common/cuda_torch_utils.h"
 #include "window_match_cuda.h"
 
 namespace hetmm {
@@ -39,17 +40,10 @@ void set_fp32_precision(c10::string_view mode) {
 
 std::string fp32_precision() { return g_fp32_tf32 ? "tf32" : "exact"; }
 
-CudaDeviceLimits device_limits(int device) {
-  CudaDeviceLimits lim;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&lim.sm_count, cudaDevAttrMultiProcessorCount, device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&lim.max_smem_per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  return lim;
-}
-
 int64_t max_channels(int64_t path, int64_t device) {
   TORCH_CHECK_VALUE(path >= 0 && path <= 4, "hetmm cuda: unknown window_match path ", path);
   return window_match_cuda_max_channels(static_cast<WindowMatchCudaPath>(path),
-                                        device_limits(static_cast<int>(device)).max_smem_per_block);
+                                        cuda_device_limits(static_cast<int>(device)).max_smem_per_block);
 }
 
 WindowMatchCudaPath path_for(at::ScalarType dtype) {
@@ -106,7 +100,7 @@ std::tuple<at::Tensor, at::Tensor> window_match_cuda_torch(const at::Tensor& que
   check_inputs(op, query, templates, fwd_window, bwd_window);
   const c10::cuda::CUDAGuard guard(query.device());
   const WindowMatchCudaPath path = path_for(query.scalar_type());
-  const CudaDeviceLimits lim = device_limits(query.get_device());
+  const CudaDeviceLimits lim = cuda_device_limits(query.get_device());
   const int64_t B = query.size(0), N = templates.size(0), C = query.size(1), H = query.size(2), W = query.size(3);
   const int64_t cmax = window_match_cuda_max_channels(path, lim.max_smem_per_block);
   TORCH_CHECK_VALUE(C <= cmax, op, ": C=", C, " channels exceed the ", cmax, " this device's shared memory allows for ",

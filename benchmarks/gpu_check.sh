@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# One-command GPU check of the CUDA (and Triton) engines, for a machine with a CUDA GPU and no internet:
+#
+#   bash benchmarks/gpu_check.sh              # build in place against this machine's torch, test, benchmark
+#   bash benchmarks/gpu_check.sh --dry-run    # no GPU: syntax, imports, the CPU-runnable parts (no build)
+#
+# Steps (each logged, timed and bounded by `timeout`; a failing step is recorded and the script goes on to the
+# summary): environment -> build (`setup.py build_ext --inplace`, TORCH_CUDA_ARCH_LIST=9.0 unless set, MAX_JOBS=16)
+# -> pytest of the CUDA and Triton test files (tests/test_*cuda*.py, tests/test_*triton*.py) -> benchmarks/bench_cuda.py
+# -> summary. Writes gpu_check_<stamp>.json / .md, bench_cuda_<stamp>.json and the step logs' tails to
+# benchmarks/results/ and, when $OUT is set, the same files (at most 8) to $OUT. Meant to finish within 8 minutes on
+# an H200 (build ~2-3 min). Environment: PYTHON (default python3), GPU_CHECK_QUICK=1 (headline benchmarks only),
+# GPU_CHECK_TIMEOUT_{BUILD,TESTS,BENCH} (seconds).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PY=${PYTHON:-python3}
+DRY=0
+case "${1:-}" in
+  --dry-run) DRY=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--dry-run]" >&2; exit 2 ;;
+esac
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RESULTS="$ROOT/benchmarks/results"
+mkdir -p "$RESULTS"
+LOGS=$(mktemp -d)
+START=$(date +%s)
+STEPS_FILE="$LOGS/steps.tsv"
+: > "$STEPS_FILE"
+export PYTHONUNBUFFERED=1
+export MAX_JOBS=${MAX_JOBS:-16}
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+[ -d /usr/local/cuda ] && export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+
+say() { echo "[gpu_check $(date +%T) +$(( $(date +%s) - START ))s] $*"; }
+
+# step NAME TIMEOUT_S FUNCTION: runs the shell function in a child bash with a time limit, records
+# "name<TAB>status<TAB>seconds" and never fails the script.
+step() {
+  local name=$1 limit=$2 fn=$3
+  local t0 rc
+  t0=$(date +%s)
+  say "step $name (limit ${limit}s)"
+  set +e
+  timeout --kill-after=10 "$limit" bash -c "set -euo pipefail; $fn" > "$LOGS/$name.log" 2>&1
+  rc=$?
+  set -e
+  local secs=$(( $(date +%s) - t0 ))
+  local status=ok
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then status="timeout after ${limit}s"
+  elif [ "$rc" -ne 0 ]; then status="failed (exit $rc)"; fi
+  printf '%s\t%s\t%s\n' "$name" "$status" "$secs" >> "$STEPS_FILE"
+  tail -n 25 "$LOGS/$name.log" | sed "s/^/  [$name] /"
+  say "step $name: $status in ${secs}s"
+}
+
+env_info() {
+  echo "date: $(date -u +%FT%TZ)"
+  echo "host: $(hostname)"
+  command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || echo "nvidia-smi: not found"
+  command -v nvcc > /dev/null && nvcc --version | tail -n 2 || { [ -x "${CUDA_HOME:-/nonexistent}/bin/nvcc" ] && "$CUDA_HOME/bin/nvcc" --version | tail -n 2; } || echo "nvcc: not found"
+  "$PY" - << 'EOF'
+import platform, torch
+print("python", platform.python_version(), "| torch", torch.__version__, "| torch CUDA", torch.version.cuda,
+      "| cuda available", torch.cuda.is_available())
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print("gpu", p.name, f"sm_{p.major}{p.minor}", p.multi_processor_count, "SMs", round(p.total_memory / 2**30, 1), "GiB")
+for mod in ("triton", "sklearn", "torchvision", "pytest"):
+    try:
+        print(mod, __import__(mod).__version__)
+    except Exception as exc:  # noqa: BLE001
+        print(mod, "missing:", exc)
+EOF
+}
+
+build() {
+  rm -f hetmm_fast/_C*.so
+  HETMM_FAST_FORCE_CUDA=1 "$PY" setup.py build_ext --inplace
+  "$PY" -c "import torch, hetmm_fast; import hetmm_fast._C; print('CUDA kernels:', torch._C._dispatch_has_kernel_for_dispatch_key('hetmm::window_match', 'CUDA')); print(hetmm_fast.available_backends())"
+}
+
+run_tests() {
+  local files=()
+  local f
+  for f in tests/test_*cuda*.py tests/test_*triton*.py; do [ -f "$f" ] && files+=("$f"); done
+  if [ "${#files[@]}" -eq 0 ]; then echo "no CUDA/Triton test files found"; return 1; fi
+  "$PY" -m pytest -q -p no:cacheprovider -rs --durations=10 --junitxml="$LOGS/pytest.xml" "${files[@]}"
+}
+
+run_bench() {
+  local extra=()
+  [ "${GPU_CHECK_QUICK:-0}" = "1" ] && extra+=(--quick)
+  [ "$DRY" = "1" ] && extra+=(--dry-run)
+  "$PY" benchmarks/bench_cuda.py --json "$RESULTS/bench_cuda_$STAMP.json" "${extra[@]}"
+}
+
+export PY DRY LOGS RESULTS STAMP
+export -f env_info build run_tests run_bench
+
+step env 60 env_info
+if [ "$DRY" = "1" ]; then
+  say "dry run: build skipped (using whatever hetmm_fast/_C*.so is present)"
+  printf 'build\tskipped (dry run)\t0\n' >> "$STEPS_FILE"
+else
+  step build "${GPU_CHECK_TIMEOUT_BUILD:-200}" build
+fi
+step tests "${GPU_CHECK_TIMEOUT_TESTS:-140}" run_tests
+step bench "${GPU_CHECK_TIMEOUT_BENCH:-120}" run_bench
+
+say "summary"
+set +e
+"$PY" - "$STEPS_FILE" "$LOGS" "$RESULTS" "$STAMP" "$DRY" << 'EOF'
+import json, platform, sys, xml.etree.ElementTree as ET
+from pathlib import Path
+
+steps_file, logs, results, stamp, dry = sys.argv[1:]
+logs, results = Path(logs), Path(results)
+steps = [dict(zip(("step", "status", "seconds"), line.split("\t"))) for line in Path(steps_file).read_text().splitlines()]
+summary = {"stamp": stamp, "dry_run": dry == "1", "steps": steps}
+try:
+    import torch
+    summary["torch"], summary["torch_cuda"] = torch.__version__, torch.version.cuda
+    summary["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+except Exception as exc:  # noqa: BLE001
+    summary["torch"] = f"import failed: {exc}"
+summary["python"], summary["host"] = platform.python_version(), platform.node()
+junit = logs / "pytest.xml"
+failed_tests = []
+if junit.exists():
+    root = ET.parse(junit).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    summary["tests"] = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    for case in suite.iter("testcase"):
+        for tag in ("failure", "error"):
+            el = case.find(tag)
+            if el is not None:
+                failed_tests.append({"test": f"{case.get('classname')}::{case.get('name')}",
+                                     "message": (el.get("message") or "")[:500]})
+summary["failed_tests"] = failed_tests
+bench_path = results / f"bench_cuda_{stamp}.json"
+bench = json.loads(bench_path.read_text()) if bench_path.exists() else {}
+summary["headline"] = bench.get("headline", {})
+summary["detector"] = bench.get("detector", [])
+summary["pts"] = bench.get("pts", [])
+summary["agreement"] = bench.get("agreement", {})
+summary["bench_skipped"] = bench.get("skipped")
+(results / f"gpu_check_{stamp}.json").write_text(json.dumps(summary, indent=1))
+
+t = bench.get("targets", {})
+h = summary["headline"]
+def fmt(v, spec=".3g"):
+    return format(v, spec) if isinstance(v, (int, float)) else str(v)
+md = [f"# GPU check {stamp}", "",
+      f"GPU: {summary.get('gpu')} | torch {summary.get('torch')} (CUDA {summary.get('torch_cuda')}) | "
+      f"Python {summary['python']} | host {summary['host']}" + (" | DRY RUN" if dry == "1" else ""), "",
+      "| step | status | seconds |", "|---|---|---|"]
+md += [f"| {s['step']} | {s['status']} | {s['seconds']} |" for s in steps]
+if "tests" in summary:
+    md += ["", "Tests: " + ", ".join(f"{k} {v}" for k, v in summary["tests"].items())]
+md += [f"- FAILED {f['test']}: {f['message']}" for f in failed_tests]
+if h:
+    md += ["", "## window_match (C=256, 64x64, N=60, 13x7, B=32, fp16)", "",
+           f"- fused: {fmt(h.get('fused_fp16_ms'))} ms, {fmt(h.get('fused_fp16_useful_tflops'))} useful TFLOP/s",
+           f"- speedup vs naive kernel: {fmt(h.get('speedup_vs_naive'))}x (target >= {t.get('naive_speedup')}x)",
+           f"- fraction of fp16 GEMM ({fmt(h.get('gemm_fp16_tflops'))} TFLOP/s): {fmt(h.get('fraction_of_gemm'))} "
+           f"(target >= {t.get('gemm_fraction')})",
+           f"- speedup vs PyTorch reference: {fmt(h.get('speedup_vs_reference'))}x"]
+    md += ["", "| case | variant | backend | ms | useful TFLOP/s | max err |", "|---|---|---|---|---|---|"]
+    for r in bench.get("window_match", []):
+        md.append(f"| {r.get('case')} | {r.get('variant', '')} | {r.get('backend')} | {fmt(r.get('median_ms'))} | "
+                  f"{fmt(r.get('useful_tflops', r.get('tflops')))} | {fmt(r.get('max_err', ''))} |"
+                  + (f" ERROR {r['error'][:200]}" if "error" in r else ""))
+for r in summary["detector"]:
+    md += ["", f"## detector ({r.get('backbone')}, {r.get('preset')}, {r.get('dtype')}, fp32 {r.get('fp32_precision')})", ""]
+    if "error" in r:
+        md.append(f"ERROR {r['error'][:500]}")
+    else:
+        md += [f"- anomaly maps, batch 32: {fmt(r.get('anomaly_map_img_per_s'))} img/s "
+               f"(target >= {t.get('detector_img_per_s')}); batch-1 latency {fmt(r.get('anomaly_map_latency_ms_b1'))} ms",
+               f"- predict() end to end: {fmt(r.get('predict_img_per_s'))} img/s, batch-1 {fmt(r.get('predict_latency_ms_b1'))} ms",
+               f"- window_match backends per layer: {r.get('window_match_backends')}"]
+for r in summary["pts"]:
+    md += ["", f"## PTS-60, N={r.get('N')}, three layers", ""]
+    md.append(f"ERROR {r['error'][:500]}" if "error" in r else
+              f"- {fmt(r.get('seconds_total'))} s total (target < {t.get('pts_category_s')} s); per layer "
+              + ", ".join(fmt(x) for x in r.get("seconds_per_layer", [])))
+a = summary["agreement"]
+if a:
+    md += ["", "## Agreement with the CPU engine (same inputs)", ""]
+    md.append(f"ERROR {a['error'][:500]}" if "error" in a else
+              f"- pts_select: {fmt(a.get('pts_identical_pixel_fraction'))} of {a.get('pts_pixels')} pixels identical "
+              f"(vs {a.get('pts_reference')}); optics_labels: {fmt(a.get('optics_identical_fraction'))} of "
+              f"{a.get('optics_problems')} problems identical (vs {a.get('optics_reference')})")
+if summary["bench_skipped"]:
+    md += ["", f"Benchmarks skipped: {summary['bench_skipped']}"]
+(results / f"gpu_check_{stamp}.md").write_text("\n".join(md) + "\n")
+print("\n".join(md))
+EOF
+rc=$?
+set -e
+[ "$rc" -ne 0 ] && say "summary writer failed (exit $rc)"
+
+for name in build tests; do
+  [ -f "$LOGS/$name.log" ] && tail -n 200 "$LOGS/$name.log" > "$RESULTS/gpu_check_${STAMP}_$name.log"
+done
+if [ -n "${OUT:-}" ]; then
+  mkdir -p "$OUT"
+  for f in "$RESULTS/gpu_check_$STAMP.md" "$RESULTS/gpu_check_$STAMP.json" "$RESULTS/bench_cuda_$STAMP.json" \
+           "$RESULTS/gpu_check_${STAMP}_build.log" "$RESULTS/gpu_check_${STAMP}_tests.log"; do
+    [ -f "$f" ] && cp "$f" "$OUT/"
+  done
+fi
+say "done in $(( $(date +%s) - START ))s; results in benchmarks/results/ (stamp $STAMP)"
+awk -F'\t' '$2 != "ok" && $2 !~ /^skipped/ {bad = 1} END {exit bad}' "$STEPS_FILE"
