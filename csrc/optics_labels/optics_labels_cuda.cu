@@ -34,7 +34,7 @@ size_t order_smem_bytes(int64_t N) {
 }
 
 __device__ __forceinline__ double distance(double v, bool from_gram) {
-  if (!from_gram) return v;
+  if (!from_gram) return v + 0.0;  // -0.0 reads as +0.0, like the CPU engine (optics_labels.h)
   const double d = 1.0 - v;
   return d > 0.0 ? d : 0.0;  // max(0, 1 - g); 1 - g is never -0
 }

@@ -4,7 +4,7 @@
 //
 // Input: P matrices, row-major with row stride N, either the distances themselves or Gram matrices G from which
 // dist = max(0, 1 - G) is formed on the fly (pts_select). Every distance must be finite and >= 0 (the caller
-// checks; the kernels do not).
+// checks; the kernels do not); -0.0 reads as +0.0, like the CPU engine.
 //
 // Work: one block per problem orders it (core distances by warps, one row each; then N expansions with the
 // reachability update and the argmin of the next point spread over the block); one thread per problem then runs the
