@@ -77,6 +77,20 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
+// ldmatrix.x4 (b16): lanes 8j..8j+7 give the 16-byte row addresses (shared memory, 16-byte aligned) of rows 0..7 of
+// 8x8 matrix j; lane l receives in r[j] the elements (row l / 4, columns 2 (l % 4), 2 (l % 4) + 1) of matrix j, the
+// fragment layout of mma.m16n8k16's A (matrices = the four 8x8 quadrants) and B (two k-halves of two n-tiles).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem_row) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem_row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+#else
+  __trap();
+#endif
+}
+
 // D = A * B + C for one warp, m16n8k16, fp16 (kBf16 = false) or bf16 inputs, fp32 accumulation.
 // a: 4 registers of 2 elements (rows g / g+8, columns 2q..2q+1 / +8), b: 2 registers (k = 2q..2q+1 / +8, n = g),
 // c/d: rows g (c0, c1) and g+8 (c2, c3), columns 2q, 2q+1; g = lane / 4, q = lane % 4.

@@ -102,33 +102,30 @@ __device__ __forceinline__ int iabs(int a) { return a < 0 ? -a : a; }
 __device__ __forceinline__ float fma_acc(float a, float b, float c) { return fmaf(a, b, c); }
 __device__ __forceinline__ double fma_acc(double a, double b, double c) { return fma(a, b, c); }
 
-__device__ __forceinline__ uint32_t ld32(const uint16_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
-
-// One stage (64 templates x 64 channels) of fp16/bf16 tensor-core products for one warp.
+// One stage (64 templates x 64 channels) of fp16/bf16 tensor-core products for one warp, fragments loaded with
+// ldmatrix.x4 (A: the four quadrants of a 16x16 template tile; B: both k-halves of two query n-tiles).
 // ts: stage base [64][72]; qs: the warp's first column at the stage's channel offset, row stride q_stride.
 template <bool kBf16, int NT>
 __device__ __forceinline__ void stage_mma16(float (&acc)[kMTiles][NT][4], const uint16_t* ts, const uint16_t* qs,
                                             int q_stride, int lane) {
+  static_assert(NT % 2 == 0, "B fragments are loaded two n-tiles at a time");
   constexpr int TS = Layout<F16Path>::kStageStride;
-  const int g = lane >> 2, q = lane & 3;
+  const uint16_t* a_row = ts + (lane & 15) * TS + (lane >> 4) * 8;                 // quadrant (lane/8) row lane%8
+  const uint16_t* b_row = qs + ((lane >> 4) * 8 + (lane & 7)) * q_stride + ((lane >> 3) & 1) * 8;
 HETMM_UNROLL
   for (int k0 = 0; k0 < Layout<F16Path>::kChunk; k0 += 16) {
     uint32_t a[kMTiles][4];
 HETMM_UNROLL
-    for (int mt = 0; mt < kMTiles; ++mt) {
-      const uint16_t* r0 = ts + (16 * mt + g) * TS + k0 + 2 * q;
-      const uint16_t* r1 = r0 + 8 * TS;
-      a[mt][0] = ld32(r0);
-      a[mt][1] = ld32(r1);
-      a[mt][2] = ld32(r0 + 8);
-      a[mt][3] = ld32(r1 + 8);
-    }
+    for (int mt = 0; mt < kMTiles; ++mt) cu::ldmatrix_x4(a[mt], a_row + 16 * mt * TS + k0);
 HETMM_UNROLL
-    for (int nt = 0; nt < NT; ++nt) {
-      const uint16_t* c = qs + (8 * nt + g) * q_stride + k0 + 2 * q;
-      const uint32_t b0 = ld32(c), b1 = ld32(c + 8);
+    for (int np = 0; np < NT / 2; ++np) {
+      uint32_t b[4];
+      cu::ldmatrix_x4(b, b_row + 16 * np * q_stride + k0);
 HETMM_UNROLL
-      for (int mt = 0; mt < kMTiles; ++mt) cu::mma_16816<kBf16>(acc[mt][nt], a[mt], b0, b1);
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        cu::mma_16816<kBf16>(acc[mt][2 * np], a[mt], b[0], b[1]);
+        cu::mma_16816<kBf16>(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
+      }
     }
   }
 }

@@ -453,6 +453,24 @@ inline void mma_1688_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, ui
   }
 }
 
+// ldmatrix.x4 (b16): lanes 8j..8j+7 address the rows of 8x8 matrix j; lane l gets row l / 4, columns 2 (l % 4) and
+// 2 (l % 4) + 1 of matrix j in r[j] (PTX ISA, ldmatrix). Row addresses must be 16-byte aligned.
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* smem_row) {
+  const int lane = ::hetmm_emu::self().lane;
+  if (reinterpret_cast<uintptr_t>(smem_row) & 15u) {
+    std::fprintf(stderr, "cuda emulation: ldmatrix row address not 16-byte aligned\n");
+    std::abort();
+  }
+  const uint64_t w = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(smem_row));
+  ::hetmm_emu::warp_collective(&w, 1, [&](const uint64_t* buf) {
+    for (int j = 0; j < 4; ++j) {
+      const uint64_t address = buf[(8 * j + lane / 4) * ::hetmm_emu::kSlots];
+      const char* row = reinterpret_cast<const char*>(static_cast<uintptr_t>(address));
+      std::memcpy(&r[j], row + 4 * (lane % 4), 4);
+    }
+  });
+}
+
 // cvt.rna.tf32.f32: keep 10 mantissa bits, round to nearest, ties away from zero (finite inputs).
 inline uint32_t to_tf32(float v) {
   uint32_t bits;
