@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output folder (data, pictures, results.json)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
     p.add_argument("--tsize", type=_tsize, default=20, help="PTS size K (default 20; 'all' to skip PTS)")
+    p.add_argument("--categories", nargs="+", default=None, help="subset of the synthetic categories")
+    p.add_argument("--n-train", type=int, default=40, help="normal training images per category (default 40)")
+    p.add_argument("--n-test", type=int, default=25, help="test images per category, 40%% good (default 25)")
+    p.add_argument("--image-size", type=int, default=256, help="side of the generated images and of S")
     _runtime_args(p)
 
     sub.add_parser("info", help="versions, backends and why unavailable, backbone weights")
@@ -198,11 +202,15 @@ def cmd_demo(args) -> int:
     from .data.synthetic import SYNTHETIC_CATEGORIES, make_dataset
 
     out = Path(args.out)
-    data = make_dataset(out / "data", seed=args.seed, progress=not args.quiet)
+    cats = tuple(args.categories or SYNTHETIC_CATEGORIES)
+    n_good = max(1, round(0.4 * args.n_test))
+    data = make_dataset(out / f"data_seed{args.seed}_{args.image_size}px_{args.n_train}_{args.n_test}", seed=args.seed,
+                        categories=cats, n_train=args.n_train, n_test_good=n_good,
+                        n_test_defect=max(1, args.n_test - n_good), size=args.image_size, progress=not args.quiet)
     print(f"synthetic dataset (seed {args.seed}) in {data}")
-    kwargs = dict(backbone="efficientnet_lite0", preset="default", image_size=256, device=args.device,
+    kwargs = dict(backbone="efficientnet_lite0", preset="default", image_size=args.image_size, device=args.device,
                   backend=args.backend, detector_kwargs={"batch_size": args.batch_size})
-    _run_eval(data, list(SYNTHETIC_CATEGORIES), args.tsize, kwargs, out / "pictures", out / "results.json", args.quiet)
+    _run_eval(data, list(cats), args.tsize, kwargs, out / "pictures", out / "results.json", args.quiet)
     print(f"pictures (heatmap overlays, ROC/PRO plots) in {out / 'pictures'}")
     return 0
 
