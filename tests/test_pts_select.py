@@ -89,3 +89,63 @@ def test_min_samples_rule():
 def test_errors(args, exc, text):
     with pytest.raises(exc, match=text):
         hf.pts_select(*args)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Compiled engines: realistic sizes, half-precision inputs, non-finite inputs, threads.
+
+COMPILED = [b for b in BACKENDS if b != "torch"]
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("n, c, size, seed", [(60, 16, 10, 11), (200, 32, 60, 12), (90, 7, 45, 13)])
+def test_equals_transcription_at_realistic_sizes(backend, n, c, size, seed):
+    """The PTS configuration of the paper (N = 200, K = 60, min_samples 3) and others, against scikit-learn."""
+    t = clustered_templates(n, c, 3, 2, seed, n_dup=6)
+    idx = hf.pts_select(t, size, backend=backend, return_indices=True)[1]
+    assert torch.equal(idx, expected_indices(t, size))
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_other_dtypes(backend, dtype):
+    t = clustered_templates(30, 8, 4, 3, 21).to(dtype)
+    idx = hf.pts_select(t, 7, backend=backend, return_indices=True)[1]
+    assert torch.equal(idx, expected_indices(t, 7))  # the reference computes the Gram matrix in float64 too
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_finite_templates_raise(backend):
+    t = clustered_templates(12, 4, 3, 3, 5)
+    t[3, 1, 2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"\(y, x\) = \(2, 1\)" if backend != "torch" else None):
+        hf.pts_select(t, 3, backend=backend)
+
+
+_THREADS_SCRIPT = """
+import hashlib, sys, torch
+sys.path.insert(0, sys.argv[2])
+import hetmm_fast as hf
+from test_pts_select import clustered_templates
+t = clustered_templates(48, 12, 9, 7, 31)
+idx = hf.pts_select(t, 9, backend=sys.argv[1], return_indices=True)[1]
+print(torch.get_num_threads(), hashlib.sha256(idx.numpy().tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_bit_identical_with_one_and_two_threads(backend):
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = {}
+    for threads in ("1", "2"):
+        env = dict(os.environ, OMP_NUM_THREADS=threads)
+        res = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT, backend, here], env=env, capture_output=True,
+                             text=True, timeout=300, check=True)
+        n, digest = res.stdout.split()
+        assert n == threads
+        out[threads] = digest
+    assert out["1"] == out["2"]
