@@ -6,11 +6,12 @@
 #
 # Steps (each logged, timed and bounded by `timeout`; a failing step is recorded and the script goes on to the
 # summary): environment -> build (`setup.py build_ext --inplace`, TORCH_CUDA_ARCH_LIST=9.0 unless set, MAX_JOBS=16)
-# -> pytest of the CUDA and Triton test files (tests/test_*cuda*.py, tests/test_*triton*.py) -> benchmarks/bench_cuda.py
+# -> pytest of the CUDA test files (tests/test_*cuda*.py) -> of the Triton ones (tests/test_*triton*.py)
+# -> benchmarks/bench_cuda.py
 # -> summary. Writes gpu_check_<stamp>.json / .md, bench_cuda_<stamp>.json and the step logs' tails to
 # benchmarks/results/ and, when $OUT is set, the same files (at most 8) to $OUT. Meant to finish within 8 minutes on
 # an H200 (build ~2-3 min). Environment: PYTHON (default python3), GPU_CHECK_QUICK=1 (headline benchmarks only),
-# GPU_CHECK_TIMEOUT_{BUILD,TESTS,BENCH} (seconds).
+# GPU_CHECK_TIMEOUT_{BUILD,TESTS,TRITON,BENCH} (seconds).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -83,12 +84,13 @@ build() {
   "$PY" -c "import torch, hetmm_fast; import hetmm_fast._C; print('CUDA kernels:', torch._C._dispatch_has_kernel_for_dispatch_key('hetmm::window_match', 'CUDA')); print(hetmm_fast.available_backends())"
 }
 
+# run_tests WORD: the test files whose name contains WORD (cuda, triton), junit XML to $LOGS/pytest_WORD.xml.
 run_tests() {
   local files=()
   local f
-  for f in tests/test_*cuda*.py tests/test_*triton*.py; do [ -f "$f" ] && files+=("$f"); done
-  if [ "${#files[@]}" -eq 0 ]; then echo "no CUDA/Triton test files found"; return 1; fi
-  "$PY" -m pytest -q -p no:cacheprovider -rs --durations=10 --junitxml="$LOGS/pytest.xml" "${files[@]}"
+  for f in tests/test_*"$1"*.py; do [ -f "$f" ] && files+=("$f"); done
+  if [ "${#files[@]}" -eq 0 ]; then echo "no tests/test_*$1*.py files"; return 0; fi
+  "$PY" -m pytest -q -p no:cacheprovider -rs --durations=10 --junitxml="$LOGS/pytest_$1.xml" "${files[@]}"
 }
 
 run_bench() {
@@ -106,10 +108,11 @@ if [ "$DRY" = "1" ]; then
   say "dry run: build skipped (using whatever hetmm_fast/_C*.so is present)"
   printf 'build\tskipped (dry run)\t0\n' >> "$STEPS_FILE"
 else
-  step build "${GPU_CHECK_TIMEOUT_BUILD:-200}" build
+  step build "${GPU_CHECK_TIMEOUT_BUILD:-180}" build
 fi
-step tests "${GPU_CHECK_TIMEOUT_TESTS:-140}" run_tests
-step bench "${GPU_CHECK_TIMEOUT_BENCH:-120}" run_bench
+step tests_cuda "${GPU_CHECK_TIMEOUT_TESTS:-100}" "run_tests cuda"
+step tests_triton "${GPU_CHECK_TIMEOUT_TRITON:-70}" "run_tests triton"
+step bench "${GPU_CHECK_TIMEOUT_BENCH:-140}" run_bench
 
 say "summary"
 set +e
@@ -128,12 +131,15 @@ try:
 except Exception as exc:  # noqa: BLE001
     summary["torch"] = f"import failed: {exc}"
 summary["python"], summary["host"] = platform.python_version(), platform.node()
-junit = logs / "pytest.xml"
 failed_tests = []
-if junit.exists():
+summary["tests"] = {}
+for word in ("cuda", "triton"):
+    junit = logs / f"pytest_{word}.xml"
+    if not junit.exists():
+        continue
     root = ET.parse(junit).getroot()
     suite = root if root.tag == "testsuite" else root.find("testsuite")
-    summary["tests"] = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    summary["tests"][word] = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
     for case in suite.iter("testcase"):
         for tag in ("failure", "error"):
             el = case.find(tag)
@@ -148,6 +154,7 @@ summary["detector"] = bench.get("detector", [])
 summary["pts"] = bench.get("pts", [])
 summary["agreement"] = bench.get("agreement", {})
 summary["bench_skipped"] = bench.get("skipped")
+summary["bench_skipped_sections"] = bench.get("skipped_sections", [])
 (results / f"gpu_check_{stamp}.json").write_text(json.dumps(summary, indent=1))
 
 t = bench.get("targets", {})
@@ -159,8 +166,8 @@ md = [f"# GPU check {stamp}", "",
       f"Python {summary['python']} | host {summary['host']}" + (" | DRY RUN" if dry == "1" else ""), "",
       "| step | status | seconds |", "|---|---|---|"]
 md += [f"| {s['step']} | {s['status']} | {s['seconds']} |" for s in steps]
-if "tests" in summary:
-    md += ["", "Tests: " + ", ".join(f"{k} {v}" for k, v in summary["tests"].items())]
+for word, counts in summary["tests"].items():
+    md += ["", f"Tests ({word}): " + ", ".join(f"{k} {v}" for k, v in counts.items())]
 md += [f"- FAILED {f['test']}: {f['message']}" for f in failed_tests]
 if h:
     md += ["", "## window_match (C=256, 64x64, N=60, 13x7, B=32, fp16)", "",
@@ -197,6 +204,8 @@ if a:
               f"{a.get('optics_problems')} problems identical (vs {a.get('optics_reference')})")
 if summary["bench_skipped"]:
     md += ["", f"Benchmarks skipped: {summary['bench_skipped']}"]
+if summary["bench_skipped_sections"]:
+    md += ["", "Benchmark sections skipped: " + "; ".join(summary["bench_skipped_sections"])]
 (results / f"gpu_check_{stamp}.md").write_text("\n".join(md) + "\n")
 print("\n".join(md))
 EOF
@@ -204,13 +213,14 @@ rc=$?
 set -e
 [ "$rc" -ne 0 ] && say "summary writer failed (exit $rc)"
 
-for name in build tests; do
+for name in build tests_cuda tests_triton; do
   [ -f "$LOGS/$name.log" ] && tail -n 200 "$LOGS/$name.log" > "$RESULTS/gpu_check_${STAMP}_$name.log"
 done
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
   for f in "$RESULTS/gpu_check_$STAMP.md" "$RESULTS/gpu_check_$STAMP.json" "$RESULTS/bench_cuda_$STAMP.json" \
-           "$RESULTS/gpu_check_${STAMP}_build.log" "$RESULTS/gpu_check_${STAMP}_tests.log"; do
+           "$RESULTS/gpu_check_${STAMP}_build.log" "$RESULTS/gpu_check_${STAMP}_tests_cuda.log" \
+           "$RESULTS/gpu_check_${STAMP}_tests_triton.log"; do
     [ -f "$f" ] && cp "$f" "$OUT/"
   done
 fi
