@@ -118,10 +118,8 @@ PAPER_MVTEC = {
 # (benchmarks/tune_default.py; README "Choosing the default preset" has the numbers).
 DEFAULT = Preset(
     name="default",
-    layers=(LayerParams(7, 3, 0.5, 1.0), LayerParams(5, 3, 0.5, 1.0), LayerParams(3, 3, 0.5, 1.0)),
-    image_post=_blur(4.0, 17),
-    pixel_post=_blur(4.0, 17),
-    pro_post=_blur(4.0, 17),
+    layers=(LayerParams(13, 1, 0.7, 1.0), LayerParams(9, 1, 0.7, 0.8), LayerParams(13, 1, 0.5, 1.0)),
+    notes="coordinate search on battery_weld, deeppcb, kolektorsdd, magnetic_tile (benchmarks/tune_default.py)",
 )
 
 PRESETS = ("default", "paper")
