@@ -367,7 +367,9 @@ void run(const FeatureMap& q, const FeatureMap& t, int64_t kf, int64_t kb, float
 #else
   const int threads = 1;
 #endif
+  // Filled here, not by each thread: the team may be smaller than requested (nested or limited OpenMP).
   Aligned<float> fwd_parts = aligned_array<float>(static_cast<int64_t>(threads) * plane);
+  std::fill(fwd_parts.get(), fwd_parts.get() + threads * plane, -1.0f);
   const int64_t panel_stride = C * L + L;
   const int64_t span = std::min(2 * d + 1, H) * std::min(2 * d + 1, W);
 
@@ -379,7 +381,6 @@ void run(const FeatureMap& q, const FeatureMap& t, int64_t kf, int64_t kb, float
     const int tid = 0;
 #endif
     float* fpart = fwd_parts.get() + tid * plane;
-    std::fill(fpart, fpart + plane, -1.0f);
     Aligned<T> pack = aligned_array<T>(W * panel_stride);
     std::vector<Pair<T>> pairs(static_cast<size_t>(B * span));
     std::vector<float> bwd_row(static_cast<size_t>(B * W));

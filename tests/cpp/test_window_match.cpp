@@ -232,6 +232,37 @@ void test_values() {
   HETMM_CHECK(fo == -1.0f && bo == -1.0f, "anti-correlated gives ", fo, " ", bo);
 }
 
+// Two concurrent calls from an enclosing parallel region (whose nested regions get fewer threads than
+// omp_get_max_threads() reports) must give the serial result. Every dot product is -1 here, so a partial map that
+// nobody initialised (zeros or garbage) would show.
+void test_concurrent_calls() {
+#ifdef _OPENMP
+  const int64_t B = 2, N = 19, C = 2, H = 7, W = 10;
+  std::vector<float> qd(static_cast<size_t>(B * C * H * W), 0.0f), td(static_cast<size_t>(N * C * H * W), 0.0f);
+  for (int64_t i = 0; i < B * H * W; ++i) qd[(i / (H * W)) * C * H * W + i % (H * W)] = 1.0f;
+  for (int64_t i = 0; i < N * H * W; ++i) td[(i / (H * W)) * C * H * W + i % (H * W)] = -1.0f;
+  const FeatureMap q{qd.data(), FeatureDtype::kFloat32, B, C, H, W, C * H * W, H * W, W, 1};
+  const FeatureMap t{td.data(), FeatureDtype::kFloat32, N, C, H, W, C * H * W, H * W, W, 1};
+  const size_t plane = static_cast<size_t>(B * H * W);
+  std::vector<std::vector<float>> fs(2, std::vector<float>(plane)), bs(2, std::vector<float>(plane));
+  set_threads(2);
+  const int levels = omp_get_max_active_levels();
+  omp_set_max_active_levels(1);
+#pragma omp parallel num_threads(2)
+  {
+    const int i = omp_get_thread_num();
+    hetmm::window_match_cpu(q, t, 5, 3, fs[i].data(), bs[i].data());
+  }
+  omp_set_max_active_levels(levels);
+  set_threads(1);
+  for (int i = 0; i < 2; ++i)
+    for (size_t p = 0; p < plane; ++p) {
+      HETMM_CHECK(fs[i][p] == -1.0f, "concurrent call ", i, " forward[", p, "] = ", fs[i][p]);
+      HETMM_CHECK(bs[i][p] == -1.0f, "concurrent call ", i, " backward[", p, "] = ", bs[i][p]);
+    }
+#endif
+}
+
 void test_half_decoding() {
   // Every binary16 pattern against the textbook formula; bfloat16 against its float32 prefix.
   for (uint32_t h = 0; h < 65536; ++h) {
@@ -285,5 +316,6 @@ int main() {
   test_errors();
   test_shapes();
   test_random_shapes();
+  test_concurrent_calls();
   return hetmm_test::report("test_window_match");
 }
