@@ -19,9 +19,10 @@
 // does not depend on the thread count, the schedule or the position of the pair in a tile. NaN inputs give
 // unspecified outputs.
 //
-// Complexity: 2*B*N*C*sum_p |Omega_k(p)| FLOPs (<= 2*B*N*H*W*k^2*C, k the larger window); reads every template
-// element once and the query ~once per template row; extra memory O(B*C*H*W + threads*(B*H*W + 16*16*C)) floats,
-// never O(B*N*H*W) (compute-type size: 4 bytes, 8 for float64).
+// Complexity: 2*B*ceil(N/L)*L*C*sum_p |Omega_k(p)| FLOPs (L = 16 templates per tile, 8 for float64; at most
+// 2*B*N*H*W*k^2*C when L divides N, k the larger window); reads every template element once; extra memory
+// B*C*H*W (pixel-major query copy) + threads*(B*H*W floats + W*(16*C + 16) compute-type elements), never
+// O(B*N*H*W).
 #pragma once
 
 #include <cstdint>
