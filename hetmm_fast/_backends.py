@@ -49,6 +49,10 @@ def _load_engines() -> None:
         return
     _loaded = True
     for name, module in _ENGINE_MODULES.items():
+        if name == "triton" and not (torch.cuda.is_available() or _triton_interpret()):
+            # Importing Triton costs seconds and its kernels need a GPU (or the interpreter): skip it.
+            _ENGINE_ERRORS[name] = "not loaded (Triton kernels need a CUDA device or TRITON_INTERPRET=1)"
+            continue
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
