@@ -54,10 +54,12 @@ struct OpticsWorkspace {
     void resize(int64_t n);
 };
 
-// One problem. R: [N, N] row-major with row stride ld (>= N), R = round15(dist), values in [0, +inf].
+// One problem. R: [N, N] row-major with row stride ld (>= N), R = round15(dist), values in [0, +inf], no -0.0.
 // labels: [N] int64 output (-1 = noise, clusters 0, 1, ... numbered as scikit-learn does).
+// symmetric: R is symmetric and every row has at least N rounded up to 4 readable values (ld >= that); lets the core
+// distances be computed four rows at a time. Same result either way.
 void optics_xi_rounded(const double* R, int64_t ld, int64_t N, int64_t min_samples, double xi, OpticsWorkspace& ws,
-                       int64_t* labels);
+                       int64_t* labels, bool symmetric = false);
 
 // Batched op. dist: [P, N, N] float64 contiguous; labels: [P, N] int64 contiguous. Problems run in parallel with
 // OpenMP (num_threads <= 0: the OpenMP default); each problem is computed by one thread, so the labels do not depend

@@ -73,6 +73,47 @@ __attribute__((target("avx2"))) double kth_smallest_avx2(const double* row, int6
 }
 #endif
 
+#ifdef HETMM_OPTICS_X86
+// m-th smallest of rows r0 .. r0 + 3 at once for a symmetric R: element j of those rows is R[j, r0 .. r0 + 3], one
+// contiguous load. Each lane keeps its M smallest values sorted through a min/max insertion network.
+template <int M>
+__attribute__((target("avx2"))) void kth_four_rows_avx2(const double* R, int64_t ld, int64_t n, int64_t r0,
+                                                        double* out) {
+    __m256d b[M];
+    for (int k = 0; k < M; ++k) b[k] = _mm256_set1_pd(kInf);
+    for (int64_t j = 0; j < n; ++j) {
+        __m256d v = _mm256_loadu_pd(R + j * ld + r0);
+        for (int k = 0; k < M; ++k) {
+            const __m256d lo = _mm256_min_pd(b[k], v);
+            v = _mm256_max_pd(b[k], v);
+            b[k] = lo;
+        }
+    }
+    _mm256_storeu_pd(out, b[M - 1]);
+}
+
+// core[i] for every row of a symmetric R whose rows can be read 4 at a time (ld >= N rounded up to 4); false when m
+// is too large for the register network (the caller then uses kth_smallest).
+bool kth_symmetric_avx2(const double* R, int64_t ld, int64_t n, int64_t m, double* core) {
+    if (m > 8 || ld < (n + 3) / 4 * 4) return false;
+    alignas(32) double four[4];
+    for (int64_t r0 = 0; r0 < n; r0 += 4) {
+        switch (m) {
+            case 1: kth_four_rows_avx2<1>(R, ld, n, r0, four); break;
+            case 2: kth_four_rows_avx2<2>(R, ld, n, r0, four); break;
+            case 3: kth_four_rows_avx2<3>(R, ld, n, r0, four); break;
+            case 4: kth_four_rows_avx2<4>(R, ld, n, r0, four); break;
+            case 5: kth_four_rows_avx2<5>(R, ld, n, r0, four); break;
+            case 6: kth_four_rows_avx2<6>(R, ld, n, r0, four); break;
+            case 7: kth_four_rows_avx2<7>(R, ld, n, r0, four); break;
+            default: kth_four_rows_avx2<8>(R, ld, n, r0, four); break;
+        }
+        for (int64_t l = 0; l < 4 && r0 + l < n; ++l) core[r0 + l] = four[l];
+    }
+    return true;
+}
+#endif
+
 // m-th smallest (1-based) value of row[0..n); buf holds at least max(n, kSmallK) values.
 double kth_smallest(const double* row, int64_t n, int64_t m, std::vector<double>& buf) {
     if (m <= kSmallK) {
@@ -139,19 +180,18 @@ bool correct_predecessor(const double* plot, const int64_t* pred_plot, const int
 }
 
 
-// Smallest index of the smallest finite-or-inf work value below +inf, skipping processed (NaN) entries; -1 when every
-// unprocessed value is +inf.
-int64_t first_index_of(const double* work, int64_t n, double best) {
-    if (!(best < kInf)) return -1;
-    for (int64_t j = 0; j < n; ++j)
-        if (work[j] == best) return j;
-    return -1;  // unreachable
-}
-
+// Smallest index among the smallest unprocessed work values below +inf (processed points hold NaN and are
+// skipped); -1 when every unprocessed value is +inf.
 int64_t argmin_unprocessed(const double* work, int64_t n) {
     double best = kInf;
-    for (int64_t j = 0; j < n; ++j) best = work[j] < best ? work[j] : best;
-    return first_index_of(work, n, best);
+    int64_t next = -1;
+    for (int64_t j = 0; j < n; ++j) {
+        if (work[j] < best) {
+            best = work[j];
+            next = j;
+        }
+    }
+    return next;
 }
 
 // One OPTICS expansion of `point` (row = R[point, :], c = round15(core[point])): every unprocessed j with
@@ -160,15 +200,19 @@ int64_t argmin_unprocessed(const double* work, int64_t n) {
 // fails every comparison. R holds no -0.0, so max() needs no care about the sign of zero.
 int64_t expand_generic(const double* row, double c, int64_t point, int64_t n, double* work, int64_t* pred) {
     double best = kInf;
+    int64_t next = -1;
     for (int64_t j = 0; j < n; ++j) {
         const double cand = row[j] < c ? c : row[j];
         if (cand < work[j]) {
             work[j] = cand;
             pred[j] = point;
         }
-        best = work[j] < best ? work[j] : best;
+        if (work[j] < best) {
+            best = work[j];
+            next = j;
+        }
     }
-    return first_index_of(work, n, best);
+    return next;
 }
 
 #ifdef HETMM_OPTICS_X86
@@ -177,8 +221,10 @@ __attribute__((target("avx2"))) int64_t expand_avx2(const double* row, double c,
     const __m256d vc = _mm256_set1_pd(c);
     const __m256d vpoint = _mm256_castsi256_pd(_mm256_set1_epi64x(point));
     __m256d vbest = _mm256_set1_pd(kInf);
+    __m256i vidx = _mm256_set1_epi64x(-1), cur = _mm256_setr_epi64x(0, 1, 2, 3);
+    const __m256i four = _mm256_set1_epi64x(4);
     int64_t j = 0;
-    for (; j + 4 <= n; j += 4) {
+    for (; j + 4 <= n; j += 4, cur = _mm256_add_epi64(cur, four)) {
         const __m256d cand = _mm256_max_pd(vc, _mm256_loadu_pd(row + j));
         __m256d w = _mm256_loadu_pd(work + j);
         const __m256d better = _mm256_cmp_pd(cand, w, _CMP_LT_OQ);  // false where w is NaN (processed)
@@ -187,21 +233,37 @@ __attribute__((target("avx2"))) int64_t expand_avx2(const double* row, double c,
         __m256i* pj = reinterpret_cast<__m256i*>(pred + j);
         const __m256d old = _mm256_castsi256_pd(_mm256_loadu_si256(pj));
         _mm256_storeu_si256(pj, _mm256_castpd_si256(_mm256_blendv_pd(old, vpoint, better)));
-        vbest = _mm256_min_pd(w, vbest);  // w < best ? w : best, so NaN is skipped
+        // Per lane: the first index holding the lane's smallest value (strict <, so NaN never wins).
+        const __m256d smaller = _mm256_cmp_pd(w, vbest, _CMP_LT_OQ);
+        vbest = _mm256_blendv_pd(vbest, w, smaller);
+        vidx = _mm256_castpd_si256(
+            _mm256_blendv_pd(_mm256_castsi256_pd(vidx), _mm256_castsi256_pd(cur), smaller));
     }
     alignas(32) double lanes[4];
+    alignas(32) int64_t lane_idx[4];
     _mm256_store_pd(lanes, vbest);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lane_idx), vidx);
     double best = kInf;
-    for (double v : lanes) best = v < best ? v : best;
+    int64_t next = -1;
+    for (int k = 0; k < 4; ++k) {
+        if (lane_idx[k] < 0) continue;
+        if (lanes[k] < best || (lanes[k] == best && lane_idx[k] < next)) {
+            best = lanes[k];
+            next = lane_idx[k];
+        }
+    }
     for (; j < n; ++j) {
         const double cand = row[j] < c ? c : row[j];
         if (cand < work[j]) {
             work[j] = cand;
             pred[j] = point;
         }
-        best = work[j] < best ? work[j] : best;
+        if (work[j] < best) {
+            best = work[j];
+            next = j;
+        }
     }
-    return first_index_of(work, n, best);
+    return next;
 }
 
 #endif
@@ -270,7 +332,7 @@ void OpticsWorkspace::resize(int64_t n) {
 }
 
 void optics_xi_rounded(const double* R, int64_t ld, int64_t N, int64_t min_samples, double xi, OpticsWorkspace& ws,
-                       int64_t* labels) {
+                       int64_t* labels, bool symmetric) {
     ws.resize(N);
     double* core = ws.core.data();
     double* rcore = ws.rcore.data();
@@ -280,8 +342,12 @@ void optics_xi_rounded(const double* R, int64_t ld, int64_t N, int64_t min_sampl
     int64_t* pos = ws.pos.data();
     int64_t* pred = ws.pred.data();
 
+    bool have_core = false;
+#ifdef HETMM_OPTICS_X86
+    if (symmetric && cpu_has_avx2()) have_core = kth_symmetric_avx2(R, ld, N, min_samples, core);
+#endif
     for (int64_t i = 0; i < N; ++i) {
-        core[i] = kth_smallest(R + i * ld, N, min_samples, ws.kbuf);
+        if (!have_core) core[i] = kth_smallest(R + i * ld, N, min_samples, ws.kbuf);
         // scikit-learn rounds max(d, core) where core is already rounded: round15 again, it is not idempotent for
         // large values.
         rcore[i] = round15(core[i]);

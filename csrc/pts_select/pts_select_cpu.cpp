@@ -324,7 +324,7 @@ int64_t pts_select_impl(const T* x, int64_t N, int64_t C, int64_t H, int64_t W, 
                     if (my_bad < 0 || p < my_bad) my_bad = p;
                     continue;
                 }
-                optics_xi_rounded(rounded.get(), ld, N, min_samples, 0.05, optics_ws, labels.data());
+                optics_xi_rounded(rounded.get(), ld, N, min_samples, 0.05, optics_ws, labels.data(), true);
                 pts_choose(gram.get(), ld, N, labels.data(), K, pts_ws, out + p, P);
             }
         }

@@ -215,6 +215,25 @@ void test_invalid_values_are_reported() {
   HETMM_CHECK(hetmm::optics_labels_cpu(d.data(), P, N, 2, 0.05, labels.data(), 1) == 2 * N * N + 7, "NaN not reported");
 }
 
+void test_symmetric_path_equals_general_path() {
+  // optics_xi_rounded(symmetric=true) takes the core distances four rows at a time; it must change nothing.
+  const int64_t N = 43, ld = 48;
+  const auto d = random_problems(1, N, 11);
+  std::vector<double> R(N * ld, 0.0);
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      const double v = std::min(d[i * N + j], d[j * N + i]);  // symmetrised
+      R[i * ld + j] = hetmm::round15(std::nearbyint(v * 40) / 40);  // ties
+    }
+  hetmm::OpticsWorkspace ws;
+  for (int64_t m = 2; m <= 12; ++m) {
+    std::vector<int64_t> general(N), fast(N);
+    hetmm::optics_xi_rounded(R.data(), ld, N, m, 0.05, ws, general.data(), false);
+    hetmm::optics_xi_rounded(R.data(), ld, N, m, 0.05, ws, fast.data(), true);
+    HETMM_CHECK(general == fast, "min_samples ", m, ": ", show(general), "vs ", show(fast));
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -224,5 +243,6 @@ int main() {
   test_one_ulp_changes_vanish_in_the_rounding();
   test_negative_zero_reads_as_zero();
   test_invalid_values_are_reported();
+  test_symmetric_path_equals_general_path();
   return hetmm_test::report("test_optics_labels");
 }
