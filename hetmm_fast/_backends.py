@@ -57,6 +57,8 @@ def _load_engines() -> None:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
             _ENGINE_ERRORS[name] = "extension not built" if name != "triton" else f"not available ({exc})"
+        except ImportError as exc:  # the engine module explains itself, e.g. "extension built without CUDA"
+            _ENGINE_ERRORS[name] = str(exc)
         except Exception as exc:  # a broken build must not break `import hetmm_fast`
             _ENGINE_ERRORS[name] = f"failed to load: {type(exc).__name__}: {exc}"
 
