@@ -1,14 +1,18 @@
 // CPU kernels of pts_select (semantics: pts_select.h).
 //
-// Work split: OpenMP threads take groups of consecutive pixels (dynamic schedule); a group is one cache line of
-// the input per (template, channel) row: 16 pixels of float or 8 of double. The thread packs its group once, reading
-// every input line exactly once (DRAM traffic = the input size), into per-pixel buffers [c][i] (i contiguous, input
-// dtype), then runs the whole pipeline per pixel: Gram matrix, rounded distances, OPTICS, selection. Buffers are
-// per thread and allocated once: 64 * C * ld bytes of packed features, 2 ld^2 doubles (G, R), O(N) for the rest.
+// Work split: OpenMP threads take groups of consecutive pixels (dynamic schedule). A group is as many whole cache
+// lines of an input row (template i, channel c) as a 16 MiB packing budget allows, at most 64 pixels (64 for
+// C = 256, 32 for C = 512, 16 for C = 1024 at N = 200, float). The thread packs its group once, reading every input
+// line exactly once, into per-pixel buffers [c][i] (i contiguous, input dtype), then runs the whole pipeline per
+// pixel: Gram matrix, rounded distances, OPTICS, selection. Wide groups matter: the input rows are far apart in
+// memory (a page or more), so the packing is bound by DRAM latency and page walks per visited row, and a visit
+// reads `group` pixels; the next template's row is prefetched one channel block ahead.
+// Buffers are per thread and allocated once: group * C * ld values of packed features (<= 16 MiB), a 64 x ld double
+// block, 2 ld^2 doubles (G, R) and O(N) for the rest.
 // Gram: channels in blocks of 64, converted to a double block (64 x ld, stays in L2); register tiles of 8 (i) x 6 (j)
 // outputs = 12 AVX2 accumulators, 12 FMAs per channel against 2 vector loads and 6 broadcasts; only tiles on or
 // above the diagonal are computed and the lower triangle is mirrored: ~N^2 C / 2 FMAs per pixel.
-// Bytes per pixel: N C input values read once and written/read once packed; G and R (ld^2 doubles each) stay in L2/L3.
+// Bytes per pixel: N C input values read once, written and read once packed; G and R (ld^2 doubles each) in L2/L3.
 #include "pts_select.h"
 
 #include <algorithm>
