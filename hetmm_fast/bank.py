@@ -9,6 +9,7 @@ file in the destination folder, are fsynced and then atomically renamed: a crash
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -41,7 +42,6 @@ def save_bank(path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     path = Path(path)
     if path.is_dir():
         raise BankError(f"save_bank: {path} is a directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     header = {
         "format": FORMAT,
@@ -49,17 +49,25 @@ def save_bank(path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
         "meta": json.dumps(meta, sort_keys=True),
         "sha256": json.dumps({k: _digest(v) for k, v in cpu.items()}, sort_keys=True),
     }
+    with _atomic_target(path) as tmp:
+        save_file(cpu, tmp, metadata=header)
+    return path
+
+
+@contextlib.contextmanager
+def _atomic_target(path: Path):
+    """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``, else delete it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(cpu, tmp, metadata=header)
+        yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def load_bank(path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -120,15 +128,6 @@ def _check_shapes(path, tensors, meta) -> None:
 def atomic_write_text(path, text: str) -> Path:
     """Write ``text`` to ``path`` via a temporary file and an atomic rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _atomic_target(path) as tmp:
+        Path(tmp).write_text(text)
     return path
