@@ -22,6 +22,7 @@
 #include <limits>
 #include <memory>
 #include <new>
+#include <type_traits>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -189,23 +190,58 @@ bool round_distances(const double* g, double* r, int64_t n) {
     return round_distances_generic(g, r, n);
 }
 
-// Round the computed upper triangle (row j, columns i >= j) into R, then mirror G and R into the lower triangle in
-// 8 x 8 blocks. False when G has a non-finite value.
-bool finish_gram(double* G, double* R, int64_t N, int64_t ld) {
-    bool nonfinite = false;
-    for (int64_t j = 0; j < N; ++j) nonfinite |= round_distances(G + j * ld + j, R + j * ld + j, N - j);
+// A[i * ld + j] = A[j * ld + i] for j < i < N, in 4 x 4 blocks (the blocks may reach into the padding up to N
+// rounded up to 4 <= ld, whose values nobody reads).
+void mirror_generic(double* A, int64_t N, int64_t ld) {
     for (int64_t jb = 0; jb < N; jb += kMR) {
         const int64_t je = std::min(N, jb + kMR);
         for (int64_t ib = jb; ib < N; ib += kMR) {
             const int64_t ie = std::min(N, ib + kMR);
-            for (int64_t i = ib; i < ie; ++i) {
-                for (int64_t j = jb; j < std::min(je, i); ++j) {
-                    G[i * ld + j] = G[j * ld + i];
-                    R[i * ld + j] = R[j * ld + i];
-                }
-            }
+            for (int64_t i = ib; i < ie; ++i)
+                for (int64_t j = jb; j < std::min(je, i); ++j) A[i * ld + j] = A[j * ld + i];
         }
     }
+}
+
+#ifdef HETMM_PTS_X86
+__attribute__((target("avx2"))) void mirror_avx2(double* A, int64_t N, int64_t ld) {
+    const int64_t n4 = (N + 3) / 4 * 4;
+    for (int64_t bj = 0; bj < n4; bj += 4) {
+        for (int64_t j = bj; j < bj + 4; ++j)
+            for (int64_t i = j + 1; i < bj + 4; ++i) A[i * ld + j] = A[j * ld + i];
+        for (int64_t bi = bj + 4; bi < n4; bi += 4) {
+            const double* s = A + bj * ld + bi;
+            const __m256d r0 = _mm256_loadu_pd(s), r1 = _mm256_loadu_pd(s + ld);
+            const __m256d r2 = _mm256_loadu_pd(s + 2 * ld), r3 = _mm256_loadu_pd(s + 3 * ld);
+            const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+            const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+            double* d = A + bi * ld + bj;
+            _mm256_storeu_pd(d, _mm256_permute2f128_pd(t0, t2, 0x20));
+            _mm256_storeu_pd(d + ld, _mm256_permute2f128_pd(t1, t3, 0x20));
+            _mm256_storeu_pd(d + 2 * ld, _mm256_permute2f128_pd(t0, t2, 0x31));
+            _mm256_storeu_pd(d + 3 * ld, _mm256_permute2f128_pd(t1, t3, 0x31));
+        }
+    }
+}
+#endif
+
+void mirror(double* A, int64_t N, int64_t ld) {
+#ifdef HETMM_PTS_X86
+    if (cpu_has_avx2_fma() && (N + 3) / 4 * 4 <= ld) {
+        mirror_avx2(A, N, ld);
+        return;
+    }
+#endif
+    mirror_generic(A, N, ld);
+}
+
+// Round the computed upper triangle (row j, columns i >= j) into R, then mirror G and R into the lower triangle.
+// False when G has a non-finite value.
+bool finish_gram(double* G, double* R, int64_t N, int64_t ld) {
+    bool nonfinite = false;
+    for (int64_t j = 0; j < N; ++j) nonfinite |= round_distances(G + j * ld + j, R + j * ld + j, N - j);
+    mirror(G, N, ld);
+    mirror(R, N, ld);
     return !nonfinite;
 }
 
@@ -222,6 +258,103 @@ struct AlignedDoubles {
     }
     double* get() const { return ptr.get(); }
 };
+
+// Pack the group's pixels as xt[q * pixel_stride + c * ld + i] = x[i * sN + c * sC + offset[q]], channels in blocks
+// so that the block's destination lines stay in L1 while i advances; each (template, channel) row of the input is
+// visited once and the same channel of the next template is prefetched (the rows are far apart in memory: no
+// hardware prefetcher or page walk would start early).
+template <typename T>
+void pack_group_scalar(const T* x, int64_t N, int64_t C, int64_t sN, int64_t sC, const int64_t* offset, int64_t ng,
+                       bool contiguous, int64_t ld, int64_t pixel_stride, T* xt, int64_t i_begin = 0) {
+    for (int64_t c0 = 0; c0 < C; c0 += kPackBlock) {
+        const int64_t c1 = std::min(C, c0 + kPackBlock);
+        for (int64_t i = i_begin; i < N; ++i) {
+            for (int64_t c = c0; c < c1; ++c) {
+                const T* src = x + i * sN + c * sC;
+                if (contiguous && i + 1 < N) {
+                    const char* ahead = reinterpret_cast<const char*>(src + sN + offset[0]);
+                    for (int64_t b = 0; b < ng * static_cast<int64_t>(sizeof(T)); b += kLineBytes)
+                        __builtin_prefetch(ahead + b);
+                }
+                T* dst = xt + c * ld + i;
+                if (contiguous) {
+                    src += offset[0];
+                    for (int64_t q = 0; q < ng; ++q) dst[q * pixel_stride] = src[q];
+                } else {
+                    for (int64_t q = 0; q < ng; ++q) dst[q * pixel_stride] = src[offset[q]];
+                }
+            }
+        }
+    }
+}
+
+#ifdef HETMM_PTS_X86
+// Contiguous float pixels, 8 templates x 8 pixels at a time: 8 row loads, an in-register 8 x 8 transpose and 8
+// stores of 8 consecutive templates, instead of 64 scalar stores. Fewer instructions per input row visited means
+// more rows in flight, which is what this DRAM-latency-bound loop needs. Templates beyond a multiple of 8 and
+// pixels beyond a multiple of 8 go through the scalar code.
+__attribute__((target("avx2"))) void pack_group_float_avx2(const float* base, int64_t N, int64_t C, int64_t sN,
+                                                           int64_t sC, int64_t ng, int64_t ld, int64_t pixel_stride,
+                                                           float* xt) {
+    const int64_t n8 = N / 8 * 8, q8 = ng / 8 * 8;
+    const int64_t run_bytes = ng * static_cast<int64_t>(sizeof(float));
+    for (int64_t c0 = 0; c0 < C; c0 += kPackBlock) {
+        const int64_t c1 = std::min(C, c0 + kPackBlock);
+        for (int64_t i0 = 0; i0 < n8; i0 += 8) {
+            for (int64_t c = c0; c < c1; ++c) {
+                const float* src = base + i0 * sN + c * sC;
+                if (i0 + 8 < N) {
+                    for (int64_t r = 0; r < 8 && i0 + 8 + r < N; ++r) {
+                        const char* ahead = reinterpret_cast<const char*>(src + (8 + r) * sN);
+                        for (int64_t b = 0; b < run_bytes; b += kLineBytes) __builtin_prefetch(ahead + b);
+                    }
+                }
+                float* dst = xt + c * ld + i0;
+                for (int64_t q0 = 0; q0 < q8; q0 += 8) {
+                    const __m256 r0 = _mm256_loadu_ps(src + 0 * sN + q0), r1 = _mm256_loadu_ps(src + 1 * sN + q0);
+                    const __m256 r2 = _mm256_loadu_ps(src + 2 * sN + q0), r3 = _mm256_loadu_ps(src + 3 * sN + q0);
+                    const __m256 r4 = _mm256_loadu_ps(src + 4 * sN + q0), r5 = _mm256_loadu_ps(src + 5 * sN + q0);
+                    const __m256 r6 = _mm256_loadu_ps(src + 6 * sN + q0), r7 = _mm256_loadu_ps(src + 7 * sN + q0);
+                    const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+                    const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+                    const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+                    const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+                    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+                    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+                    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+                    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+                    float* d = dst + q0 * pixel_stride;
+                    _mm256_storeu_ps(d + 0 * pixel_stride, _mm256_permute2f128_ps(u0, u4, 0x20));
+                    _mm256_storeu_ps(d + 1 * pixel_stride, _mm256_permute2f128_ps(u1, u5, 0x20));
+                    _mm256_storeu_ps(d + 2 * pixel_stride, _mm256_permute2f128_ps(u2, u6, 0x20));
+                    _mm256_storeu_ps(d + 3 * pixel_stride, _mm256_permute2f128_ps(u3, u7, 0x20));
+                    _mm256_storeu_ps(d + 4 * pixel_stride, _mm256_permute2f128_ps(u0, u4, 0x31));
+                    _mm256_storeu_ps(d + 5 * pixel_stride, _mm256_permute2f128_ps(u1, u5, 0x31));
+                    _mm256_storeu_ps(d + 6 * pixel_stride, _mm256_permute2f128_ps(u2, u6, 0x31));
+                    _mm256_storeu_ps(d + 7 * pixel_stride, _mm256_permute2f128_ps(u3, u7, 0x31));
+                }
+                for (int64_t q = q8; q < ng; ++q)
+                    for (int64_t r = 0; r < 8; ++r) dst[q * pixel_stride + r] = src[r * sN + q];
+            }
+        }
+    }
+}
+#endif
+
+template <typename T>
+void pack_group(const T* x, int64_t N, int64_t C, int64_t sN, int64_t sC, const int64_t* offset, int64_t ng,
+                bool contiguous, int64_t ld, int64_t pixel_stride, T* xt) {
+#ifdef HETMM_PTS_X86
+    if constexpr (std::is_same_v<T, float>) {
+        if (contiguous && cpu_has_avx2_fma()) {
+            pack_group_float_avx2(x + offset[0], N, C, sN, sC, ng, ld, pixel_stride, xt);
+            if (N % 8) pack_group_scalar(x, N, C, sN, sC, offset, ng, contiguous, ld, pixel_stride, xt, N / 8 * 8);
+            return;
+        }
+    }
+#endif
+    pack_group_scalar(x, N, C, sN, sC, offset, ng, contiguous, ld, pixel_stride, xt);
+}
 
 // Zeroed buffer of n values of T, 2 MiB aligned and (Linux) backed by huge pages when the kernel allows it: the
 // packing writes to many rows of it at once.
@@ -296,31 +429,8 @@ int64_t pts_select_impl(const T* x, int64_t N, int64_t C, int64_t H, int64_t W, 
                 offset[q] = (p0 + q) / W * sH + (p0 + q) % W * sW;
                 contiguous &= offset[q] == offset[0] + q;
             }
-            // Pack [q][c][i], channels in blocks so the block's destination lines stay in L1 while i advances; the
-            // input is read one run of ng pixels per (template, channel) row.
             T* xt = packed.get();
-            for (int64_t c0 = 0; c0 < C; c0 += kPackBlock) {
-                const int64_t c1 = std::min(C, c0 + kPackBlock);
-                for (int64_t i = 0; i < N; ++i) {
-                    for (int64_t c = c0; c < c1; ++c) {
-                        const T* src = x + i * sN + c * sC;
-                        if (contiguous && i + 1 < N) {
-                            // The same channel of the next template, one block row ahead: the input rows are far
-                            // apart, so neither the hardware prefetcher nor the page walk would start early.
-                            const char* ahead = reinterpret_cast<const char*>(src + sN + offset[0]);
-                            for (int64_t b = 0; b < ng * static_cast<int64_t>(sizeof(T)); b += kLineBytes)
-                                __builtin_prefetch(ahead + b);
-                        }
-                        T* dst = xt + c * ld + i;
-                        if (contiguous) {
-                            src += offset[0];
-                            for (int64_t q = 0; q < ng; ++q) dst[q * pixel_stride] = src[q];
-                        } else {
-                            for (int64_t q = 0; q < ng; ++q) dst[q * pixel_stride] = src[offset[q]];
-                        }
-                    }
-                }
-            }
+            pack_group(x, N, C, sN, sC, offset.data(), ng, contiguous, ld, pixel_stride, xt);
             for (int64_t q = 0; q < ng; ++q) {
                 const int64_t p = p0 + q;
                 gram_upper(xt + q * pixel_stride, C, N, ld, gram.get(), scratch.get());
@@ -427,18 +537,21 @@ void pts_choose(const double* G, int64_t ld, int64_t N, const int64_t* labels, i
         take(best_j);
     }
 
-    // Hard normals. G is symmetric, so "add column s" reads row s.
+    // Hard normals. G is symmetric, so "add column s" reads row s. Chosen indices hold +inf in dp (inf + finite
+    // stays inf), so the argmin needs no test for them; the other entries are exactly the sums of the definition.
     std::fill(dp, dp + N, 0.0);
     for (int64_t t = 0; t < n_chosen; ++t) {
         const double* row = G + chosen[t * stride] * ld;
         for (int64_t i = 0; i < N; ++i) dp[i] += row[i];
     }
+    const double inf = std::numeric_limits<double>::infinity();
+    for (int64_t i = 0; i < N; ++i)
+        if (taken[i]) dp[i] = inf;
     while (n_chosen < K) {
-        int64_t best_i = -1;
-        double best = 0.0;
-        for (int64_t i = 0; i < N; ++i) {
-            if (taken[i]) continue;
-            if (best_i < 0 || dp[i] < best) {
+        int64_t best_i = 0;
+        double best = dp[0];
+        for (int64_t i = 1; i < N; ++i) {
+            if (dp[i] < best) {
                 best = dp[i];
                 best_i = i;
             }
@@ -446,6 +559,7 @@ void pts_choose(const double* G, int64_t ld, int64_t N, const int64_t* labels, i
         take(best_i);
         const double* row = G + best_i * ld;
         for (int64_t i = 0; i < N; ++i) dp[i] += row[i];
+        dp[best_i] = inf;
     }
 }
 
