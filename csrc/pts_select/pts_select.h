@@ -21,7 +21,7 @@
 //      choose argmin over unchosen i (ties: smallest i), then add column i.
 //
 // Complexity per pixel: N^2 C / 2 multiply-adds for G (the dominant cost), O(N^2) for OPTICS and the selection.
-// Memory: per thread the packed features of one group of pixels (at most 16 MiB, or one cache line of pixels when a
+// Memory: per thread the packed features of one group of pixels (at most 32 MiB, or one cache line of pixels when a
 // single pixel needs more) plus about 2 N^2 doubles; nothing is allocated per pixel.
 #pragma once
 

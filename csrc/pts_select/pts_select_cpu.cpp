@@ -1,13 +1,14 @@
 // CPU kernels of pts_select (semantics: pts_select.h).
 //
 // Work split: OpenMP threads take groups of consecutive pixels (dynamic schedule). A group is as many whole cache
-// lines of an input row (template i, channel c) as a 16 MiB packing budget allows, at most 64 pixels (64 for
-// C = 256, 32 for C = 512, 16 for C = 1024 at N = 200, float). The thread packs its group once, reading every input
-// line exactly once, into per-pixel buffers [c][i] (i contiguous, input dtype), then runs the whole pipeline per
+// lines of an input row (template i, channel c) as a 32 MiB packing budget allows, at most 64 pixels (64 for
+// C = 256 and C = 512, 32 for C = 1024 at N = 200, float). The thread packs its group once, reading every input
+// line exactly once, into per-pixel buffers [c][i] (i contiguous, input dtype; float through 8 x 8 register
+// transposes), then runs the whole pipeline per
 // pixel: Gram matrix, rounded distances, OPTICS, selection. Wide groups matter: the input rows are far apart in
 // memory (a page or more), so the packing is bound by DRAM latency and page walks per visited row, and a visit
 // reads `group` pixels; the next template's row is prefetched one channel block ahead.
-// Buffers are per thread and allocated once: group * C * ld values of packed features (<= 16 MiB), a 64 x ld double
+// Buffers are per thread and allocated once: group * C * ld values of packed features (<= 32 MiB), a 64 x ld double
 // block, 2 ld^2 doubles (G, R) and O(N) for the rest.
 // Gram: channels in blocks of 64, converted to a double block (64 x ld, stays in L2); register tiles of 8 (i) x 6 (j)
 // outputs = 12 AVX2 accumulators, 12 FMAs per channel against 2 vector loads and 6 broadcasts; only tiles on or
@@ -47,7 +48,7 @@ constexpr int64_t kKC = 64;  // channels per cache block of the Gram product
 constexpr int64_t kPackBlock = 16;  // channels per block of the packing transpose (its destination lines stay in L1)
 constexpr int64_t kLineBytes = 64;
 constexpr int64_t kMaxGroup = 64;                  // pixels packed together
-constexpr int64_t kPackBudget = int64_t(16) << 20;  // bytes of packed features per thread
+constexpr int64_t kPackBudget = int64_t(32) << 20;  // bytes of packed features per thread
 
 // One multiply-add step of the Gram accumulation. The AVX2 kernel uses FMA; this fallback does too when the
 // hardware has it, so both paths give the same bits (for float inputs the product is exact either way).
