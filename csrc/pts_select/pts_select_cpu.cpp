@@ -4,10 +4,10 @@
 // lines of an input row (template i, channel c) as a 32 MiB packing budget allows, at most 64 pixels (64 for
 // C = 256 and C = 512, 32 for C = 1024 at N = 200, float). The thread packs its group once, reading every input
 // line exactly once, into per-pixel buffers [c][i] (i contiguous, input dtype; float through 8 x 8 register
-// transposes), then runs the whole pipeline per
-// pixel: Gram matrix, rounded distances, OPTICS, selection. Wide groups matter: the input rows are far apart in
-// memory (a page or more), so the packing is bound by DRAM latency and page walks per visited row, and a visit
-// reads `group` pixels; the next template's row is prefetched one channel block ahead.
+// transposes), then runs the whole pipeline per pixel: Gram matrix, rounded distances, OPTICS, selection. Wide
+// groups matter: the input rows are far apart in memory (a page or more), so the packing is bound by DRAM latency
+// and page walks per visited row, and a visit reads `group` pixels; the next templates' rows are prefetched one
+// block ahead.
 // Buffers are per thread and allocated once: group * C * ld values of packed features (<= 32 MiB), a 64 x ld double
 // block, 2 ld^2 doubles (G, R) and O(N) for the rest.
 // Gram: channels in blocks of 64, converted to a double block (64 x ld, stays in L2); register tiles of 8 (i) x 6 (j)
