@@ -130,3 +130,16 @@ def pts_transcription(gram, labels, size: int) -> list[int]:
         for i in range(n):
             dp[i] += g[i][best_i]
     return chosen
+
+
+def clustered_templates(n, c, h, w, seed, n_dup=3, device="cpu") -> torch.Tensor:
+    """Templates Tensor[n, c, h, w] float32 whose pixels form a few clusters, with outliers and exact duplicate
+    images (ties), L2-normalised over C."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(3, c, h, w, generator=g, dtype=torch.float64)
+    which = torch.randint(0, 3, (n,), generator=g)
+    x = centres[which] + 0.3 * torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
+    x[: n // 8] = torch.randn(n // 8, c, h, w, generator=g, dtype=torch.float64)
+    for i in range(n_dup):
+        x[n - 1 - i] = x[i]
+    return torch.nn.functional.normalize(x, dim=1).float().to(device)

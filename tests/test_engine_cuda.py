@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from hetmm_fast.testing import clustered_templates as _clustered_templates
+
 import hetmm_fast as hf
 from hetmm_fast import _backends
 from hetmm_fast.reference.window_match import window_match as reference_window_match
@@ -323,14 +325,7 @@ def test_optics_labels_batched_and_validated():
 
 
 def clustered_templates(n, c, h, w, seed, n_dup=3, device=DEV):
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(3, c, h, w, generator=g, dtype=torch.float64)
-    which = torch.randint(0, 3, (n,), generator=g)
-    x = centres[which] + 0.3 * torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
-    x[: n // 8] = torch.randn(n // 8, c, h, w, generator=g, dtype=torch.float64)
-    for i in range(n_dup):
-        x[n - 1 - i] = x[i]
-    return torch.nn.functional.normalize(x, dim=1).float().to(device)
+    return _clustered_templates(n, c, h, w, seed, n_dup, device)
 
 
 @gpu

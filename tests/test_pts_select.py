@@ -5,21 +5,9 @@ import torch
 import hetmm_fast as hf
 from hetmm_fast.reference.optics_labels import optics_labels as sk_optics
 from hetmm_fast.reference.pts_select import gram_chunks, min_samples_for
-from hetmm_fast.testing import noncontiguous, pts_transcription, unit_features
+from hetmm_fast.testing import clustered_templates, noncontiguous, pts_transcription, unit_features
 
 BACKENDS = [b for b, why in hf.available_backends().items() if not why and b != "cuda"]
-
-
-def clustered_templates(n, c, h, w, seed, n_dup=3):
-    """Templates whose pixels form a few clusters, with exact duplicate images (ties) and outliers."""
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(3, c, h, w, generator=g, dtype=torch.float64)
-    which = torch.randint(0, 3, (n,), generator=g)
-    x = centres[which] + 0.3 * torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
-    x[: n // 8] = torch.randn(n // 8, c, h, w, generator=g, dtype=torch.float64)
-    for i in range(n_dup):
-        x[n - 1 - i] = x[i]
-    return torch.nn.functional.normalize(x, dim=1).float()
 
 
 def expected_indices(t: torch.Tensor, size: int) -> torch.Tensor:
