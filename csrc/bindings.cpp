@@ -13,6 +13,9 @@ TORCH_LIBRARY(hetmm, m) {
   m.def("optics_labels(Tensor dist, int min_samples, float xi) -> Tensor");
   // templates [N, C, H, W] -> indices [size, H, W] int64; SPEC §4.
   m.def("pts_select(Tensor templates, int size) -> Tensor");
+  // templates [N, C, H, W], index [K, H, W] int64 -> sheets [K, C, H, W], out[k, c, y, x] = templates[index[k, y, x],
+  // c, y, x] (the gather after pts_select; CPU kernel only, other devices use torch.gather).
+  m.def("gather_sheets(Tensor templates, Tensor index) -> Tensor");
 }
 
 extern "C" PyObject* PyInit__C(void) {

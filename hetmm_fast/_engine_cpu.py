@@ -39,6 +39,15 @@ def _pts_select_fake(templates, size):
     return templates.new_empty((size, H, W), dtype=torch.int64)
 
 
+def _gather_sheets_fake(templates, index):
+    _, C, H, W = templates.shape
+    return templates.new_empty((index.shape[0], C, H, W))
+
+
+if hasattr(torch.ops.hetmm, "gather_sheets"):  # absent from builds older than the op
+    torch.library.register_fake("hetmm::gather_sheets")(_gather_sheets_fake)
+
+
 def cpu_reasons(tensors: Sequence[torch.Tensor], dtypes: Sequence[torch.dtype]) -> list[str]:
     """Why the CPU kernels cannot take ``tensors``: not on the CPU, or a dtype outside ``dtypes`` ([] = they can)."""
     why = []
@@ -69,13 +78,18 @@ _OPS: list[tuple[str, Callable, Callable[[Sequence[torch.Tensor]], list[str]]]] 
     ("window_match", window_match, _window_match_can_run),
     ("optics_labels", torch.ops.hetmm.optics_labels.default, lambda ts: cpu_reasons(ts, (torch.float64,))),
     ("pts_select", torch.ops.hetmm.pts_select.default, lambda ts: cpu_reasons(ts, WINDOW_MATCH_DTYPES)),
+    (
+        "gather_sheets",
+        lambda templates, index: torch.ops.hetmm.gather_sheets(templates, index),
+        lambda ts: cpu_reasons(ts[:1], WINDOW_MATCH_DTYPES) + cpu_reasons(ts[1:], (torch.int64,)),
+    ),
 ]
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 def has_cpu_kernel(op: str) -> bool:
     """True when ``torch.ops.hetmm.<op>`` has a CPU kernel registered (by the loaded extension)."""
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"hetmm::{op}", "CPU")
+    return hasattr(torch.ops.hetmm, op) and torch._C._dispatch_has_kernel_for_dispatch_key(f"hetmm::{op}", "CPU")
 
 
 REGISTERED: list[str] = []

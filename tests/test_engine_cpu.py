@@ -36,11 +36,15 @@ SAMPLES = {  # op -> list of argument tuples for torch.library.opcheck
     ],
     "optics_labels": [_optics_sample()],
     "pts_select": [(unit_features((12, 8, 3, 4), seed=7), 4)],
+    "gather_sheets": [
+        (unit_features((12, 8, 3, 4), seed=8), torch.randint(0, 12, (5, 3, 4), generator=torch.Generator().manual_seed(9))),
+        (noncontiguous(unit_features((6, 3, 2, 5), seed=10)).half(), torch.zeros((2, 2, 5), dtype=torch.int64)),
+    ],
 }
 
 
 def test_every_op_has_a_sample():
-    assert set(SAMPLES) == {"window_match", "optics_labels", "pts_select"}
+    assert set(SAMPLES) == {"window_match", "optics_labels", "pts_select", "gather_sheets"}
     assert "window_match" in _engine_cpu.REGISTERED
     assert set(_engine_cpu.REGISTERED) <= set(SAMPLES)
 
@@ -70,6 +74,8 @@ def test_fake_kernels_give_output_shapes():
         f, b = torch.ops.hetmm.window_match(q, t, 3, 3)
         labels = torch.ops.hetmm.optics_labels(torch.empty(6, 9, 9, dtype=torch.float64), 2, 0.05)
         idx = torch.ops.hetmm.pts_select(torch.empty(9, 4, 5, 7), 3)
+        sheets = torch.ops.hetmm.gather_sheets(torch.empty(9, 4, 5, 7, dtype=torch.float16), idx)
+    assert sheets.shape == (3, 4, 5, 7) and sheets.dtype == torch.float16
     assert f.shape == b.shape == (3, 5, 7) and f.dtype == b.dtype == torch.float32
     assert labels.shape == (6, 9) and labels.dtype == torch.int64
     assert idx.shape == (3, 5, 7) and idx.dtype == torch.int64
@@ -172,3 +178,72 @@ def test_op_boundary_checks(args, exc, text):
     """Direct torch.ops calls bypass hetmm_fast's validation; the C++ wrapper must still refuse bad input."""
     with pytest.raises(exc, match=text):
         torch.ops.hetmm.window_match(*args)
+
+
+GATHER_SHAPES = [  # (N, C, H, W, K)
+    (1, 1, 1, 1, 1),
+    (7, 3, 5, 9, 4),
+    (200, 16, 8, 8, 60),
+    (5, 33, 1, 17, 5),
+]
+
+
+@pytest.mark.parametrize("shape", GATHER_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
+def test_gather_sheets_copies_exactly(shape, dtype, strided):
+    N, C, H, W, K = shape
+    gen = torch.Generator().manual_seed(N * C + H)
+    if strided:  # channel-major storage, every other column: sN < sC, sW = 2
+        t = torch.randn(C, N, H, 2 * W, generator=gen).to(dtype).transpose(0, 1)[..., ::2]
+    else:
+        t = torch.randn(N, C, H, W, generator=gen).to(dtype)
+    idx = torch.randint(0, N, (K, H, W), generator=torch.Generator().manual_seed(K))
+    got = torch.ops.hetmm.gather_sheets(t, idx)
+    want = torch.stack([t[idx[k], :, torch.arange(H)[:, None], torch.arange(W)[None, :]].permute(2, 0, 1)
+                        for k in range(K)])
+    assert got.dtype == dtype and got.is_contiguous()
+    assert torch.equal(got, want)
+
+
+def test_gather_sheets_channels_last_input_and_one_thread():
+    t = unit_features((9, 6, 5, 7), seed=21).to(memory_format=torch.channels_last)
+    idx = torch.randint(0, 9, (4, 5, 7), generator=torch.Generator().manual_seed(22))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = torch.ops.hetmm.gather_sheets(t, idx)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, torch.gather(t, 0, idx.unsqueeze(1).expand(4, 6, 5, 7)))
+    assert torch.equal(one, torch.ops.hetmm.gather_sheets(t, idx))
+
+
+@pytest.mark.parametrize(
+    "idx, exc, text",
+    [
+        (torch.full((2, 3, 4), 5, dtype=torch.int64), IndexError, r"\[0, N=5\)"),
+        (torch.full((2, 3, 4), -1, dtype=torch.int64), IndexError, "got \\[-1, -1\\]"),
+        (torch.zeros((2, 3, 4), dtype=torch.int32), TypeError, "int64"),
+        (torch.zeros((2, 4, 3), dtype=torch.int64), ValueError, r"\[K, H, W\]"),
+    ],
+)
+def test_gather_sheets_boundary_checks(idx, exc, text):
+    with pytest.raises(exc, match=text):
+        torch.ops.hetmm.gather_sheets(unit_features((5, 2, 3, 4)), idx)
+
+
+def test_public_pts_select_uses_the_compiled_gather(monkeypatch):
+    """hf.pts_select on the cpu backend gathers with hetmm.gather_sheets, and the sheets equal the indexed input."""
+    t = unit_features((30, 8, 4, 5), seed=23)
+    calls = []
+    impl = _backends._IMPLS["gather_sheets"]["cpu"]
+    monkeypatch.setitem(
+        _backends._IMPLS["gather_sheets"], "cpu",
+        _backends.Impl(lambda a, b: calls.append(1) or impl.fn(a, b), impl.can_run),
+    )
+    out, idx = hf.pts_select(t, 6, backend="cpu", return_indices=True)
+    assert calls == [1]
+    assert torch.equal(out, torch.gather(t, 0, idx.unsqueeze(1).expand(6, 8, 4, 5)))
+    ref_out = hf.pts_select(t, 6, backend="torch")
+    assert torch.equal(out, ref_out)

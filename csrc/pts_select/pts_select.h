@@ -64,4 +64,13 @@ int64_t pts_select_cpu(const float* x, int64_t N, int64_t C, int64_t H, int64_t 
 int64_t pts_select_cpu(const double* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sN, int64_t sC,
                        int64_t sH, int64_t sW, int64_t K, int64_t* out, int num_threads = 0);
 
+// gather_sheets: the selected template vectors, out[k, c, y, x] = x[idx[k, y, x], c, y, x] (out contiguous
+// [K, C, H, W]; x any strides as above; idx contiguous [K, H, W], every value in [0, N), checked by the caller).
+// Elements are copied bit for bit (elem_bytes 2, 4 or 8: float16/bfloat16, float32, float64). OpenMP over (channel,
+// block of pixels) tasks; a task copies its N input rows into a private buffer (256 KiB), then writes its K output
+// rows from there.
+void gather_sheets_cpu(const void* x, int64_t elem_bytes, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sN,
+                       int64_t sC, int64_t sH, int64_t sW, const int64_t* idx, int64_t K, void* out,
+                       int num_threads = 0);
+
 }  // namespace hetmm

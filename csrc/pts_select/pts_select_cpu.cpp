@@ -451,7 +451,78 @@ int64_t pts_select_impl(const T* x, int64_t N, int64_t C, int64_t H, int64_t W, 
     return first_bad;
 }
 
+constexpr int64_t kGatherBufferBytes = int64_t(256) << 10;  // per thread: the N input rows of one task
+
+// Tasks are (channel c, block of consecutive pixels). A task first copies the block's N input rows (template n,
+// channel c) into a private buffer whose rows are `block` + 16 values apart, then fills its K output rows from there.
+// Gathering straight from the input would pick among N rows whose distance is a large power of two (C * H * W values)
+// for every pixel: they all fall into the same cache sets and on different pages, and every element misses (3x
+// slower, measured on the category shape).
+template <typename U>
+void gather_sheets_impl(const U* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sN, int64_t sC, int64_t sH,
+                        int64_t sW, const int64_t* idx, int64_t K, U* out, int num_threads) {
+    const int64_t P = H * W;
+    const bool rows_contiguous = sW == 1 && sH == W;
+    const int64_t per_row = kGatherBufferBytes / (N * static_cast<int64_t>(sizeof(U)));
+    const int64_t block = std::min(std::clamp<int64_t>(per_row / 16 * 16, 16, 1024), P);
+    const int64_t row_stride = block + 16;
+    const int64_t n_blocks = (P + block - 1) / block;
+    const int64_t tasks = C * n_blocks;
+#ifdef _OPENMP
+    if (num_threads <= 0) num_threads = omp_get_max_threads();
+    const int threads = static_cast<int>(std::clamp<int64_t>(tasks, 1, num_threads));
+#pragma omp parallel num_threads(threads)
+#endif
+    {
+        std::vector<U> buffer(static_cast<size_t>(N * row_stride));
+        U* buf = buffer.data();
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t task = 0; task < tasks; ++task) {
+            const int64_t c = task / n_blocks;
+            const int64_t p0 = task % n_blocks * block, np = std::min(P, p0 + block) - p0;
+            const U* xc = x + c * sC;
+            for (int64_t n = 0; n < N; ++n) {
+                U* dst = buf + n * row_stride;
+                if (rows_contiguous) {
+                    std::memcpy(dst, xc + n * sN + p0, sizeof(U) * static_cast<size_t>(np));
+                } else {
+                    for (int64_t q = 0; q < np; ++q)
+                        dst[q] = xc[n * sN + (p0 + q) / W * sH + (p0 + q) % W * sW];
+                }
+            }
+            for (int64_t k = 0; k < K; ++k) {
+                const int64_t* ik = idx + k * P + p0;
+                U* o = out + (k * C + c) * P + p0;
+                for (int64_t q = 0; q < np; ++q) o[q] = buf[ik[q] * row_stride + q];
+            }
+        }
+    }
+}
+
 }  // namespace
+
+void gather_sheets_cpu(const void* x, int64_t elem_bytes, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sN,
+                       int64_t sC, int64_t sH, int64_t sW, const int64_t* idx, int64_t K, void* out,
+                       int num_threads) {
+    switch (elem_bytes) {
+        case 2:
+            gather_sheets_impl(static_cast<const uint16_t*>(x), N, C, H, W, sN, sC, sH, sW, idx, K,
+                               static_cast<uint16_t*>(out), num_threads);
+            break;
+        case 4:
+            gather_sheets_impl(static_cast<const uint32_t*>(x), N, C, H, W, sN, sC, sH, sW, idx, K,
+                               static_cast<uint32_t*>(out), num_threads);
+            break;
+        case 8:
+            gather_sheets_impl(static_cast<const uint64_t*>(x), N, C, H, W, sN, sC, sH, sW, idx, K,
+                               static_cast<uint64_t*>(out), num_threads);
+            break;
+        default:
+            break;  // the caller only passes 2, 4 or 8
+    }
+}
 
 int64_t gram_ld(int64_t n) {
     const int64_t rows = (n + kNR - 1) / kNR * kNR;

@@ -1,4 +1,4 @@
-// Tensor-level CPU wrapper of pts_select: boundary checks, dtype handling, output allocation; the work is done by the
+// Tensor-level CPU wrappers of pts_select and gather_sheets. pts_select: boundary checks, dtype handling, output allocation; the work is done by the
 // torch-free hetmm::pts_select_cpu (pts_select_cpu.cpp) with torch's intra-op thread count. float32 and float64
 // inputs are passed as they are (any strides, no copy); float16 and bfloat16 inputs are converted exactly to float32
 // in bands of image rows (at most ~64 MiB at a time), so the result is the float32 kernel's on the same values.
@@ -70,7 +70,39 @@ at::Tensor pts_select_cpu_torch(const at::Tensor& templates, int64_t size) {
   return out;
 }
 
+at::Tensor gather_sheets_cpu_torch(const at::Tensor& templates, const at::Tensor& index) {
+  TORCH_CHECK(templates.device().is_cpu() && index.device().is_cpu(),
+              "hetmm.gather_sheets (cpu): templates and index must be CPU tensors, got ", templates.device(), " and ",
+              index.device());
+  TORCH_CHECK_VALUE(templates.dim() == 4, "hetmm.gather_sheets (cpu): templates must be 4-D [N, C, H, W], got ",
+                    templates.sizes());
+  TORCH_CHECK_TYPE(index.scalar_type() == at::kLong, "hetmm.gather_sheets (cpu): index must be int64, got ",
+                   index.scalar_type());
+  const int64_t N = templates.size(0), C = templates.size(1), H = templates.size(2), W = templates.size(3);
+  TORCH_CHECK_VALUE(index.dim() == 3 && index.size(1) == H && index.size(2) == W,
+                    "hetmm.gather_sheets (cpu): index must be [K, H, W] = [K, ", H, ", ", W, "], got ", index.sizes());
+  const int64_t elem = static_cast<int64_t>(templates.element_size());
+  TORCH_CHECK_TYPE(templates.is_floating_point() && (elem == 2 || elem == 4 || elem == 8),
+                   "hetmm.gather_sheets (cpu): templates dtype must be float16, bfloat16, float32 or float64, got ",
+                   templates.scalar_type());
+  const int64_t K = index.size(0);
+  at::Tensor out = at::empty({K, C, H, W}, templates.options().memory_format(at::MemoryFormat::Contiguous));
+  if (out.numel() == 0) return out;
+  const at::Tensor idx = index.contiguous();
+  const int64_t* ip = idx.const_data_ptr<int64_t>();
+  int64_t lo = ip[0], hi = ip[0];
+  for (int64_t i = 1; i < idx.numel(); ++i) lo = std::min(lo, ip[i]), hi = std::max(hi, ip[i]);
+  TORCH_CHECK_INDEX(lo >= 0 && hi < N, "hetmm.gather_sheets (cpu): index values must be in [0, N=", N, "), got [",
+                    lo, ", ", hi, "]");
+  gather_sheets_cpu(templates.const_data_ptr(), elem, N, C, H, W, templates.stride(0), templates.stride(1),
+                    templates.stride(2), templates.stride(3), ip, K, out.mutable_data_ptr(), at::get_num_threads());
+  return out;
+}
+
 }  // namespace
 }  // namespace hetmm
 
-TORCH_LIBRARY_IMPL(hetmm, CPU, m) { m.impl("pts_select", &hetmm::pts_select_cpu_torch); }
+TORCH_LIBRARY_IMPL(hetmm, CPU, m) {
+  m.impl("pts_select", &hetmm::pts_select_cpu_torch);
+  m.impl("gather_sheets", &hetmm::gather_sheets_cpu_torch);
+}

@@ -7,9 +7,20 @@ import torch
 
 from .. import _backends
 from .._validate import check_pts
+from ..reference.pts_select import gather_sheets as _reference_gather
 from ..reference.pts_select import pts_indices as _reference
 
 _backends.register("pts_select", "torch", lambda templates, size: _reference(templates, size), lambda tensors: [])
+_backends.register("gather_sheets", "torch", _reference_gather, lambda tensors: [])
+
+
+def _gather(templates: torch.Tensor, idx: torch.Tensor, backend: str) -> torch.Tensor:
+    """``out[k, :, y, x] = templates[idx[k, y, x], :, y, x]`` with the compiled gather of ``backend`` when it has one
+    for these tensors (cpu: one pass over the input, parallel over channels; torch.gather with an index expanded over
+    C is several times slower there), otherwise the reference's torch.gather. Both copy the values exactly."""
+    if not _backends.reasons("gather_sheets", backend, (templates, idx)):
+        return _backends.select("gather_sheets", backend, (templates, idx))[1](templates, idx)
+    return _reference_gather(templates, idx)
 
 
 def pts_select(
@@ -42,7 +53,7 @@ def pts_select(
             progress(H * W)
         out = templates.clone()
     else:
-        _, fn = _backends.select("pts_select", backend, (templates,))
+        name, fn = _backends.select("pts_select", backend, (templates,))
         # Bands of rows keep progress reports flowing; pixels are independent so the result is unchanged.
         band = max(1, -(-H // 16)) if progress is not None else H
         parts = []
@@ -51,5 +62,5 @@ def pts_select(
             if progress is not None:
                 progress(parts[-1].shape[1] * W)
         idx = torch.cat(parts, dim=1)
-        out = torch.gather(templates, 0, idx.unsqueeze(1).expand(size, C, H, W))
+        out = _gather(templates, idx, name)
     return (out, idx) if return_indices else out

@@ -62,6 +62,14 @@ def select_from_labels(g: torch.Tensor, labels: torch.Tensor, size: int) -> torc
     return torch.tensor(chosen, dtype=torch.int64)
 
 
+def gather_sheets(templates: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``templates`` Tensor[N, C, H, W], ``idx`` Tensor[K, H, W] int64 -> Tensor[K, C, H, W] (contiguous),
+    ``out[k, :, y, x] = templates[idx[k, y, x], :, y, x]``."""
+    K = idx.shape[0]
+    _, C, H, W = templates.shape
+    return torch.gather(templates, 0, idx.unsqueeze(1).expand(K, C, H, W))
+
+
 def pts_indices(
     templates: torch.Tensor, size: int, optics: Callable[[torch.Tensor, int, float], torch.Tensor] = _sk_optics,
     progress: Callable[[int], None] | None = None,
