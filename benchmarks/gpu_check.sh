@@ -9,7 +9,8 @@
 # -> pytest of the CUDA test files (tests/test_*cuda*.py) -> of the Triton ones (tests/test_*triton*.py)
 # -> benchmarks/bench_cuda.py
 # -> summary. Writes gpu_check_<stamp>.json / .md, bench_cuda_<stamp>.json and the step logs' tails to
-# benchmarks/results/ and, when $OUT is set, the same files (at most 8) to $OUT. Meant to finish within 8 minutes on
+# benchmarks/results/ (a dry run: a temporary folder; GPU_CHECK_RESULTS overrides both) and, when $OUT is set, the
+# same files (at most 8) to $OUT. Meant to finish within 8 minutes on
 # an H200 (build ~2-3 min). Environment: PYTHON (default python3), GPU_CHECK_QUICK=1 (headline benchmarks only),
 # GPU_CHECK_TIMEOUT_{BUILD,TESTS,TRITON,BENCH} (seconds).
 set -euo pipefail
@@ -25,7 +26,10 @@ case "${1:-}" in
 esac
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-RESULTS="$ROOT/benchmarks/results"
+# A dry run writes to a temporary folder unless GPU_CHECK_RESULTS says where: its files are not results.
+if [ -n "${GPU_CHECK_RESULTS:-}" ]; then RESULTS=$GPU_CHECK_RESULTS
+elif [ "$DRY" = 1 ]; then RESULTS=$(mktemp -d)
+else RESULTS="$ROOT/benchmarks/results"; fi
 mkdir -p "$RESULTS"
 LOGS=$(mktemp -d)
 START=$(date +%s)
@@ -224,5 +228,5 @@ if [ -n "${OUT:-}" ]; then
     [ -f "$f" ] && cp "$f" "$OUT/"
   done
 fi
-say "done in $(( $(date +%s) - START ))s; results in benchmarks/results/ (stamp $STAMP)"
+say "done in $(( $(date +%s) - START ))s; results in $RESULTS (stamp $STAMP)"
 awk -F'\t' '$2 != "ok" && $2 !~ /^skipped/ {bad = 1} END {exit bad}' "$STEPS_FILE"
