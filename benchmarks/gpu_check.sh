@@ -193,6 +193,8 @@ for r in summary["detector"]:
         md += [f"- anomaly maps, batch 32: {fmt(r.get('anomaly_map_img_per_s'))} img/s "
                f"(target >= {t.get('detector_img_per_s')}); batch-1 latency {fmt(r.get('anomaly_map_latency_ms_b1'))} ms",
                f"- predict() end to end: {fmt(r.get('predict_img_per_s'))} img/s, batch-1 {fmt(r.get('predict_latency_ms_b1'))} ms",
+               f"- anomaly maps, batch 1 as a CUDA graph: {fmt(r.get('anomaly_map_latency_ms_b1_cuda_graph'))} ms "
+               f"(max diff to eager {fmt(r.get('cuda_graph_max_abs_diff'))}{'; ' + r['cuda_graph_error'] if r.get('cuda_graph_error') else ''})",
                f"- window_match backends per layer: {r.get('window_match_backends')}"]
 for r in summary["pts"]:
     md += ["", f"## PTS-60, N={r.get('N')}, three layers", ""]
