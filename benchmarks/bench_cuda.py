@@ -1,7 +1,6 @@
 """GPU benchmark of the CUDA engine: fused window_match (vs the naive published-structure kernel, an fp16 GEMM and the
 PyTorch reference), PTS and the detector (throughput, batch-1 latency eager and as one CUDA graph); writes one JSON
-file. The Triton engine
-has its own benchmark (bench_triton.py, which also times the CUDA engine).
+file. The Triton engine has its own benchmark (bench_triton.py, which also times the CUDA engine).
 
     python benchmarks/bench_cuda.py --json benchmarks/results/cuda.json     # on a GPU, ~2 min
     python benchmarks/bench_cuda.py --quick --json OUT.json                 # headline numbers only
