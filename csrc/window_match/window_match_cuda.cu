@@ -23,7 +23,8 @@
 // fits is taken unless it leaves fewer blocks than multiprocessors.
 // Windows are runtime values for every size: they only decide which template pixels are staged and two integer
 // comparisons per column in the epilogue, so no per-window instantiation (issue 4 suggested 1..15 at compile time)
-// is made; it would multiply the 5 instantiations and the build time for no expected gain.
+// is made: there is no window loop to unroll, so no gain is expected (the build cost would be small: this file
+// compiles in about 9 s for sm_80 + sm_90 + PTX).
 #include "window_match_cuda.h"
 
 #include <algorithm>
