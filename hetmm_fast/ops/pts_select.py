@@ -16,8 +16,9 @@ _backends.register("gather_sheets", "torch", _reference_gather, lambda tensors: 
 
 def _gather(templates: torch.Tensor, idx: torch.Tensor, backend: str) -> torch.Tensor:
     """``out[k, :, y, x] = templates[idx[k, y, x], :, y, x]`` with the compiled gather of ``backend`` when it has one
-    for these tensors (cpu: one pass over the input, parallel over channels; torch.gather with an index expanded over
-    C is several times slower there), otherwise the reference's torch.gather. Both copy the values exactly."""
+    for these tensors (cpu: hetmm.gather_sheets, parallel over (channel, pixel block) tasks, about 4x faster than
+    torch.gather with an index expanded over C at the category shape), otherwise the reference's torch.gather. Both
+    copy the values exactly."""
     if not _backends.reasons("gather_sheets", backend, (templates, idx)):
         return _backends.select("gather_sheets", backend, (templates, idx))[1](templates, idx)
     return _reference_gather(templates, idx)
