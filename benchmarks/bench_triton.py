@@ -30,6 +30,8 @@ from hetmm_fast import _backends  # noqa: E402
 from hetmm_fast.reference.window_match import window_match as reference_window_match  # noqa: E402
 from hetmm_fast.testing import unit_features  # noqa: E402
 
+from bench_cuda import useful_pairs  # noqa: E402  (same definition of useful work as the CUDA benchmark)
+
 VARIANTS = {  # name -> (input dtype, fp32 dot precision, torch matmul precision for the reference/CUDA engine)
     "fp32": (torch.float32, "ieee", "highest"),
     "tf32": (torch.float32, "tf32", "high"),
@@ -50,13 +52,6 @@ def timer(fn) -> float:
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
-
-
-def useful_pairs(H: int, W: int, k: int) -> int:
-    d = k // 2
-    rows = sum(min(H, y + d + 1) - max(0, y - d) for y in range(H))
-    cols = sum(min(W, x + d + 1) - max(0, x - d) for x in range(W))
-    return rows * cols
 
 
 def machine() -> dict:

@@ -25,9 +25,9 @@ import triton
 import triton.language as tl
 
 from .. import _backends
-from .._validate import FLOAT_DTYPES, check_feature_tensor
+from .._validate import check_feature_tensor
 from ..reference.pts_select import min_samples_for, select_from_labels
-from .window_match import INTERPRET, PRECISIONS, device_guard
+from .window_match import INTERPRET, PRECISIONS, can_run, device_guard  # can_run: same devices and dtypes
 
 DEFAULT_BUDGET_BYTES = 64 << 20
 XI = 0.05  # SPEC §4
@@ -87,23 +87,6 @@ def _gram_kernel(
         tl.store(g_ptr + out, acc, mask=ok)
     if WRITE_D:
         tl.store(d_ptr + out, tl.maximum(1.0 - acc, 0.0), mask=ok)
-
-
-def can_run(tensors) -> list[str]:
-    """Reasons the Triton PTS backend cannot run on these (validated) tensors; ``[]`` when it can."""
-    why = []
-    for t in tensors:
-        if t.device.type == "cuda" or (INTERPRET and t.device.type == "cpu"):
-            continue
-        need = "CUDA tensors (or CPU tensors with TRITON_INTERPRET=1 set before hetmm_fast.triton is imported)"
-        why.append(f"inputs on {t.device.type}, the triton kernels need {need}")
-        break
-    if not INTERPRET and not torch.cuda.is_available():
-        why.append("no CUDA device")
-    bad = sorted(str(t.dtype) for t in tensors if t.dtype not in FLOAT_DTYPES)
-    if bad:
-        why.append(f"unsupported dtype {', '.join(bad)}")
-    return why
 
 
 def _launch(templates, dtype, start, stop, want_g, want_d, fp64_dot, precision, fn="pixel_gram"):
