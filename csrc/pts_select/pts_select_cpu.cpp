@@ -36,6 +36,8 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define HETMM_PTS_X86 1
 #include <immintrin.h>
+
+#include "../common/avx2_transpose.h"
 #endif
 
 namespace hetmm {
@@ -312,27 +314,9 @@ __attribute__((target("avx2"))) void pack_group_float_avx2(const float* base, in
                 }
                 float* dst = xt + c * ld + i0;
                 for (int64_t q0 = 0; q0 < q8; q0 += 8) {
-                    const __m256 r0 = _mm256_loadu_ps(src + 0 * sN + q0), r1 = _mm256_loadu_ps(src + 1 * sN + q0);
-                    const __m256 r2 = _mm256_loadu_ps(src + 2 * sN + q0), r3 = _mm256_loadu_ps(src + 3 * sN + q0);
-                    const __m256 r4 = _mm256_loadu_ps(src + 4 * sN + q0), r5 = _mm256_loadu_ps(src + 5 * sN + q0);
-                    const __m256 r6 = _mm256_loadu_ps(src + 6 * sN + q0), r7 = _mm256_loadu_ps(src + 7 * sN + q0);
-                    const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-                    const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-                    const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-                    const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-                    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-                    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-                    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-                    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-                    float* d = dst + q0 * pixel_stride;
-                    _mm256_storeu_ps(d + 0 * pixel_stride, _mm256_permute2f128_ps(u0, u4, 0x20));
-                    _mm256_storeu_ps(d + 1 * pixel_stride, _mm256_permute2f128_ps(u1, u5, 0x20));
-                    _mm256_storeu_ps(d + 2 * pixel_stride, _mm256_permute2f128_ps(u2, u6, 0x20));
-                    _mm256_storeu_ps(d + 3 * pixel_stride, _mm256_permute2f128_ps(u3, u7, 0x20));
-                    _mm256_storeu_ps(d + 4 * pixel_stride, _mm256_permute2f128_ps(u0, u4, 0x31));
-                    _mm256_storeu_ps(d + 5 * pixel_stride, _mm256_permute2f128_ps(u1, u5, 0x31));
-                    _mm256_storeu_ps(d + 6 * pixel_stride, _mm256_permute2f128_ps(u2, u6, 0x31));
-                    _mm256_storeu_ps(d + 7 * pixel_stride, _mm256_permute2f128_ps(u3, u7, 0x31));
+                    __m256 r[8];
+                    for (int64_t k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + k * sN + q0);
+                    store_transposed8x8(r, dst + q0 * pixel_stride, pixel_stride);
                 }
                 for (int64_t q = q8; q < ng; ++q)
                     for (int64_t r = 0; r < 8; ++r) dst[q * pixel_stride + r] = src[r * sN + q];
