@@ -198,10 +198,10 @@ int64_t argmin_unprocessed(const double* work, int64_t n) {
 // max(row[j], c) < work[j] gets that value and `point` as predecessor. Returns the next point to process: the
 // smallest index among the smallest remaining values, -1 if all are +inf. Processed points hold NaN in `work`, which
 // fails every comparison. R holds no -0.0, so max() needs no care about the sign of zero.
-int64_t expand_generic(const double* row, double c, int64_t point, int64_t n, double* work, int64_t* pred) {
-    double best = kInf;
-    int64_t next = -1;
-    for (int64_t j = 0; j < n; ++j) {
+// The scalar loop for j in [j0, n), continuing from the running minimum (best, next) of the indices before j0.
+int64_t expand_scalar(const double* row, double c, int64_t point, int64_t j0, int64_t n, double* work, int64_t* pred,
+                      double best, int64_t next) {
+    for (int64_t j = j0; j < n; ++j) {
         const double cand = row[j] < c ? c : row[j];
         if (cand < work[j]) {
             work[j] = cand;
@@ -213,6 +213,10 @@ int64_t expand_generic(const double* row, double c, int64_t point, int64_t n, do
         }
     }
     return next;
+}
+
+int64_t expand_generic(const double* row, double c, int64_t point, int64_t n, double* work, int64_t* pred) {
+    return expand_scalar(row, c, point, 0, n, work, pred, kInf, -1);
 }
 
 #ifdef HETMM_OPTICS_X86
@@ -252,18 +256,7 @@ __attribute__((target("avx2"))) int64_t expand_avx2(const double* row, double c,
             next = lane_idx[k];
         }
     }
-    for (; j < n; ++j) {
-        const double cand = row[j] < c ? c : row[j];
-        if (cand < work[j]) {
-            work[j] = cand;
-            pred[j] = point;
-        }
-        if (work[j] < best) {
-            best = work[j];
-            next = j;
-        }
-    }
-    return next;
+    return expand_scalar(row, c, point, j, n, work, pred, best, next);
 }
 
 #endif
