@@ -30,6 +30,15 @@ def _tsize(text: str) -> int | None:
     return value
 
 
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _dtype_kwargs(args) -> dict:
+    import torch
+
+    return {"dtype": getattr(torch, args.dtype), "backbone_dtype": getattr(torch, args.backbone_dtype)}
+
+
 def _model_args(p: argparse.ArgumentParser, with_category: bool = True) -> None:
     from .backbones import BACKBONES
 
@@ -40,6 +49,10 @@ def _model_args(p: argparse.ArgumentParser, with_category: bool = True) -> None:
         p.add_argument("--category", default=None, help="MVTec AD category for --preset paper")
     p.add_argument("--image-size", type=int, default=256, help="input side S (multiple of 16; default 256)")
     p.add_argument("--weights", default=None, help="local backbone weights file (needed for ResNets unless cached)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES,
+                   help="dtype of the features and templates (default: %(default)s; 16-bit halves the bank)")
+    p.add_argument("--backbone-dtype", default="float32", choices=DTYPES,
+                   help="dtype the backbone runs in (default: %(default)s; 16-bit uses a GPU's tensor cores)")
     _runtime_args(p)
 
 
@@ -114,7 +127,7 @@ def cmd_fit(args) -> int:
 
     det = HETMM(backbone=args.backbone, preset=args.preset, image_size=args.image_size, device=args.device,
                 category=args.category, weights=args.weights, batch_size=args.batch_size, backend=args.backend,
-                progress=not args.quiet)
+                progress=not args.quiet, **_dtype_kwargs(args))
     det.fit(args.images)
     if args.tsize is not None:
         det.select(args.tsize)
@@ -193,7 +206,7 @@ def cmd_eval(args) -> int:
     cats = args.category or list_categories(args.data)
     kwargs = dict(backbone=args.backbone, preset=args.preset, image_size=args.image_size, device=args.device,
                   weights=args.weights, backend=args.backend,
-                  detector_kwargs={"batch_size": args.batch_size})
+                  detector_kwargs={"batch_size": args.batch_size, **_dtype_kwargs(args)})
     _run_eval(args.data, cats, args.tsize, kwargs, args.out, args.json, args.quiet)
     return 0
 

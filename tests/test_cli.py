@@ -64,3 +64,17 @@ def test_info_and_errors(tmp_path, capsys):
     assert "bank file not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["eval", "--data", str(tmp_path), "--tsize", "0"])
+
+
+def test_fit_dtypes_are_recorded(tmp_path, dataset, capsys):
+    from hetmm_fast.bank import load_bank
+
+    bank = tmp_path / "half.hetmm"
+    assert main(["fit", str(dataset / "carpet/train/good"), "--out", str(bank), "--image-size", str(S), "--quiet",
+                 "--dtype", "float16", "--backbone-dtype", "bfloat16"]) == 0
+    tensors, meta = load_bank(bank)
+    assert meta["dtype"] == "float16" and meta["backbone_dtype"] == "bfloat16"
+    assert all(str(t.dtype) == "torch.float16" for k, t in tensors.items() if k.startswith("all."))
+    with pytest.raises(SystemExit):
+        main(["fit", str(dataset / "carpet/train/good"), "--out", str(bank), "--backbone-dtype", "float64"])
+    assert "invalid choice" in capsys.readouterr().err

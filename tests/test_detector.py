@@ -3,7 +3,7 @@ import torch
 
 import hetmm_fast as hf
 from hetmm_fast.bank import BankError, load_bank, save_bank
-from hetmm_fast.presets import PAPER_STD, get_preset
+from hetmm_fast.presets import PAPER_STD, PostProcess, Preset, get_preset
 
 S = 64
 
@@ -35,7 +35,7 @@ def test_fit_predict_shapes(det, train):
 
 
 def test_training_image_scores_zero_with_all_set(train):
-    det = hf.HETMM(image_size=S, progress=False, preset=hf.presets.Preset(
+    det = hf.HETMM(image_size=S, progress=False, preset=Preset(
         "flat", get_preset().layers))  # no blur: the raw map is reported
     det.fit(train)
     out = det.predict(train[:2])
@@ -177,3 +177,56 @@ def test_failed_save_keeps_old_file(monkeypatch, bank, det):
         det.save(bank)
     assert bank.read_bytes() == before
     assert sorted(p.name for p in bank.parent.iterdir()) == ["b.hetmm"]
+
+
+# ------------------------------------------------------------------ precision and post-processing
+def test_backbone_dtype_bfloat16_features_close_and_recorded(tmp_path, train):
+    ref = hf.HETMM(image_size=S, progress=False)
+    low = hf.HETMM(image_size=S, progress=False, backbone_dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in low.backbone.parameters())
+    x = images(2, seed=7)
+    for a, b in zip(ref.features(x), low.features(x)):
+        assert a.dtype == b.dtype == torch.float32  # normalised in float32 whatever the backbone ran in
+        cos = (a * b).sum(dim=1)  # both unit vectors per pixel
+        assert cos.min().item() > 0.99, cos.min().item()
+        assert not torch.equal(a, b)  # the backbone really ran in bfloat16
+    low.fit(train)
+    path = low.save(tmp_path / "bf16.hetmm")
+    _, meta = load_bank(path)
+    assert meta["backbone_dtype"] == "bfloat16" and meta["dtype"] == "float32"
+    back = hf.HETMM.load(path, progress=False)
+    assert back.backbone_dtype == torch.bfloat16
+    torch.testing.assert_close(back.predict(x).maps, low.predict(x).maps, rtol=0, atol=0)
+
+
+def test_backbone_dtype_errors_and_old_banks(tmp_path, bank):
+    with pytest.raises(ValueError, match="backbone_dtype must be float32, float16 or bfloat16"):
+        hf.HETMM(image_size=S, progress=False, backbone_dtype=torch.float64)
+    tensors, meta = load_bank(bank)
+    old = save_bank(tmp_path / "old.hetmm", tensors, {k: v for k, v in meta.items() if k != "backbone_dtype"})
+    assert hf.HETMM.load(old, progress=False).backbone_dtype == torch.float32
+    for key in ("backbone_dtype", "dtype"):
+        for value in ("zeros", "float64", 3):
+            bad = save_bank(tmp_path / f"bad_{key}.hetmm", tensors, dict(meta, **{key: value}))
+            with pytest.raises(BankError, match="dtype metadata is invalid"):
+                hf.HETMM.load(bad, progress=False)
+
+
+def test_predict_postprocessing_independent_of_batching(train):
+    pre = Preset("blurs", get_preset().layers, pixel_post=PostProcess("blur", 2.0, 9),
+                            pro_post=PostProcess("blur", 1.0, 5),
+                            image_post=PostProcess("maxpool", ksize=8))
+    q = images(5, seed=8)
+    outs = [hf.HETMM(image_size=S, preset=pre, progress=False, batch_size=bs).fit(train).predict(q)
+            for bs in (2, 5)]
+    for key in ("raw", "maps", "pro_maps", "scores"):
+        torch.testing.assert_close(getattr(outs[0], key), getattr(outs[1], key), rtol=1e-6, atol=1e-6)
+    a = outs[0]
+    assert not torch.equal(a.maps, a.raw) and not torch.equal(a.pro_maps, a.maps)
+    from hetmm_fast.postprocess import apply_map, image_scores
+
+    torch.testing.assert_close(a.maps, apply_map(a.raw, pre.pixel_post))
+    torch.testing.assert_close(a.pro_maps, apply_map(a.raw, pre.pro_post))
+    torch.testing.assert_close(a.scores, image_scores(a.raw, pre.image_post))
+    with pytest.raises(ValueError, match="empty"):
+        hf.HETMM(image_size=S, progress=False).fit(train).predict([])
