@@ -126,6 +126,22 @@ def bench_window_match(quick: bool, log) -> tuple[list, dict]:
                 headline["fused_fp16_useful_tflops"] = row.get("useful_tflops")
         if name == "layer1":
             q, t = q64.half(), t64.half()
+            # Smaller tiles (the automatic choice is the largest that fits): data for tuning, no result changes.
+            headline["fp16_ms_by_max_warps"] = {"auto": headline.get("fused_fp16_ms")}
+            auto_out = engine.window_match(q, t, kf, kb)
+            for warps in (2, 1):
+                def capped(warps=warps):
+                    with engine.max_warps(warps):
+                        ms = cuda_ms(lambda: engine.window_match(q, t, kf, kb))
+                        out = engine.window_match(q, t, kf, kb)
+                    # Every column sums its stages in the same order whatever the tile: identical bits expected.
+                    return dict(median_ms=ms, useful_tflops=flops / ms / 1e9,
+                                equal_to_auto=all(torch.equal(x, y) for x, y in zip(out, auto_out)))
+
+                row = run(rows, log, dict(case=name, B=B, N=N, C=C, H=H, W=W, kf=kf, kb=kb,
+                                          variant=f"fp16 max_warps={warps}", backend="cuda"), capped)
+                headline["fp16_ms_by_max_warps"][str(warps)] = row.get("median_ms")
+            del auto_out
             naive = run(rows, log, dict(case=name, B=B, N=N, C=C, H=H, W=W, kf=kf, kb=kb, variant="fp16",
                                         backend="naive"),
                         lambda: dict(median_ms=cuda_ms(lambda: engine.window_match_naive(q, t, kf, kb), budget_s=1.0,
@@ -183,15 +199,19 @@ def graph_latency(fn, x: torch.Tensor) -> dict:
 def bench_detector(quick: bool, log) -> list:
     rows: list = []
     batch = 32
-    for dtype, mode in ((torch.float16, "exact"),) + (() if quick else ((torch.float32, "tf32"),)):
+    # The fast configuration (16-bit backbone and templates) first; full float32 (TF32 matching) when not quick.
+    variants = ((torch.float16, torch.float16, "exact"),) + (() if quick else ((torch.float32, torch.float32, "tf32"),))
+    for dtype, backbone_dtype, mode in variants:
         base = dict(backbone="wide_resnet101_2", preset="paper/capsule (13x7, 9x5, 7x3)", image_size=256,
-                    templates=60, dtype=str(dtype).removeprefix("torch."), fp32_precision=mode)
+                    templates=60, dtype=str(dtype).removeprefix("torch."),
+                    backbone_dtype=str(backbone_dtype).removeprefix("torch."), fp32_precision=mode)
 
-        def measure(dtype=dtype, mode=mode):
+        def measure(dtype=dtype, backbone_dtype=backbone_dtype, mode=mode):
             from hetmm_fast import _engine_cuda as engine
 
             det = hf.HETMM(backbone="wide_resnet101_2", preset="paper", category="capsule", image_size=256,
-                           device="cuda", pretrained=False, dtype=dtype, batch_size=batch, progress=False)
+                           device="cuda", pretrained=False, dtype=dtype, backbone_dtype=backbone_dtype,
+                           batch_size=batch, progress=False)
             g = torch.Generator().manual_seed(0)
             det.fit(torch.rand(60, 3, 256, 256, generator=g))  # N = 60: the PTS-60 set has the same matching cost
             imgs = torch.rand(batch, 3, 256, 256, generator=g)
@@ -199,6 +219,7 @@ def bench_detector(quick: bool, log) -> list:
             with engine.precision(mode):
                 q = det.features(dev_imgs[:1])
                 used = [_backends.select("window_match", None, (f, t))[0] for f, t in zip(q, det.active_templates)]
+                finite = bool(torch.isfinite(det.anomaly_map(dev_imgs)).all())  # random weights, 16-bit: no overflow
                 map_ms = cuda_ms(lambda: det.anomaly_map(dev_imgs))
                 lat_ms = cuda_ms(lambda: det.anomaly_map(dev_imgs[:1]))
                 det.predict(imgs)
@@ -213,7 +234,7 @@ def bench_detector(quick: bool, log) -> list:
                     det.predict(imgs[:1])
                 predict1_s = (time.perf_counter() - t0) / reps
                 graph = graph_latency(det.anomaly_map, dev_imgs[:1])  # last: a failed capture cannot disturb the rest
-            return dict(window_match_backends=used, anomaly_map_ms_b32=map_ms,
+            return dict(window_match_backends=used, maps_finite=finite, anomaly_map_ms_b32=map_ms,
                         anomaly_map_img_per_s=batch / map_ms * 1e3, anomaly_map_latency_ms_b1=lat_ms,
                         predict_img_per_s=batch / predict_s, predict_latency_ms_b1=predict1_s * 1e3, **graph)
 
@@ -292,12 +313,15 @@ def main(argv=None) -> int:
                     help="start no new section after this many seconds (the check script has a hard limit)")
     args = ap.parse_args(argv)
 
-    def log(row):
-        print(json.dumps(row), flush=True)
-
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": machine(), "targets": TARGETS}
+
+    def log(row):
+        # Rows of the running section are kept on disk as they come, so a killed run loses none of them.
+        print(json.dumps(row), flush=True)
+        results.setdefault("rows_of_unfinished_section", []).append(row)
+        out.write_text(json.dumps(results, indent=1))
     engine_ok = not hf.available_backends()["cuda"]
     if args.dry_run or not engine_ok:
         results["skipped"] = ("dry run" if args.dry_run else
@@ -320,6 +344,7 @@ def main(argv=None) -> int:
             continue
         for key, value in zip(keys, fn()):
             results[key] = value
+        results.pop("rows_of_unfinished_section", None)
         out.write_text(json.dumps(results, indent=1))  # keep partial results if a later section dies
     results["seconds"] = time.perf_counter() - t0
     out.write_text(json.dumps(results, indent=1))

@@ -159,6 +159,7 @@ summary["pts"] = bench.get("pts", [])
 summary["agreement"] = bench.get("agreement", {})
 summary["bench_skipped"] = bench.get("skipped")
 summary["bench_skipped_sections"] = bench.get("skipped_sections", [])
+summary["bench_unfinished_rows"] = bench.get("rows_of_unfinished_section", [])
 (results / f"gpu_check_{stamp}.json").write_text(json.dumps(summary, indent=1))
 
 t = bench.get("targets", {})
@@ -179,14 +180,17 @@ if h:
            f"- speedup vs naive kernel: {fmt(h.get('speedup_vs_naive'))}x (target >= {t.get('naive_speedup')}x)",
            f"- fraction of fp16 GEMM ({fmt(h.get('gemm_fp16_tflops'))} TFLOP/s): {fmt(h.get('fraction_of_gemm'))} "
            f"(target >= {t.get('gemm_fraction')})",
-           f"- speedup vs PyTorch reference: {fmt(h.get('speedup_vs_reference'))}x"]
+           f"- speedup vs PyTorch reference: {fmt(h.get('speedup_vs_reference'))}x",
+           "- ms by warps per block (tuning): " + ", ".join(f"{k}: {fmt(v)}" for k, v in
+                                                            h.get("fp16_ms_by_max_warps", {}).items())]
     md += ["", "| case | variant | backend | ms | useful TFLOP/s | max err |", "|---|---|---|---|---|---|"]
     for r in bench.get("window_match", []):
         md.append(f"| {r.get('case')} | {r.get('variant', '')} | {r.get('backend')} | {fmt(r.get('median_ms'))} | "
                   f"{fmt(r.get('useful_tflops', r.get('tflops')))} | {fmt(r.get('max_err', ''))} |"
                   + (f" ERROR {r['error'][:200]}" if "error" in r else ""))
 for r in summary["detector"]:
-    md += ["", f"## detector ({r.get('backbone')}, {r.get('preset')}, {r.get('dtype')}, fp32 {r.get('fp32_precision')})", ""]
+    md += ["", f"## detector ({r.get('backbone')} in {r.get('backbone_dtype')}, {r.get('preset')}, templates "
+               f"{r.get('dtype')}, fp32 {r.get('fp32_precision')})", ""]
     if "error" in r:
         md.append(f"ERROR {r['error'][:500]}")
     else:
@@ -195,7 +199,7 @@ for r in summary["detector"]:
                f"- predict() end to end: {fmt(r.get('predict_img_per_s'))} img/s, batch-1 {fmt(r.get('predict_latency_ms_b1'))} ms",
                f"- anomaly maps, batch 1 as a CUDA graph: {fmt(r.get('anomaly_map_latency_ms_b1_cuda_graph'))} ms "
                f"(max diff to eager {fmt(r.get('cuda_graph_max_abs_diff'))}{'; ' + r['cuda_graph_error'] if r.get('cuda_graph_error') else ''})",
-               f"- window_match backends per layer: {r.get('window_match_backends')}"]
+               f"- window_match backends per layer: {r.get('window_match_backends')}; maps finite: {r.get('maps_finite')}"]
 for r in summary["pts"]:
     md += ["", f"## PTS-60, N={r.get('N')}, three layers", ""]
     md.append(f"ERROR {r['error'][:500]}" if "error" in r else
@@ -210,6 +214,9 @@ if a:
               f"{a.get('optics_problems')} problems identical (vs {a.get('optics_reference')})")
 if summary["bench_skipped"]:
     md += ["", f"Benchmarks skipped: {summary['bench_skipped']}"]
+if summary["bench_unfinished_rows"]:
+    md += ["", "The benchmark stopped inside a section (timeout?); the rows it had finished:", ""]
+    md += ["- " + json.dumps(r)[:600] for r in summary["bench_unfinished_rows"]]
 if summary["bench_skipped_sections"]:
     md += ["", "Benchmark sections skipped: " + "; ".join(summary["bench_skipped_sections"])]
 (results / f"gpu_check_{stamp}.md").write_text("\n".join(md) + "\n")

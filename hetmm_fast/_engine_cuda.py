@@ -78,6 +78,19 @@ def precision(mode: str) -> Iterator[None]:
         set_precision(old)
 
 
+@contextlib.contextmanager
+def max_warps(warps: int) -> Iterator[None]:
+    """Tuning context for benchmarks: cap the fused ``window_match`` kernel at ``warps`` (1, 2 or 4) warps per block,
+    i.e. 32, 64 or 128 query columns per block; 0 restores the automatic choice (the largest tile whose shared
+    memory fits, unless it leaves multiprocessors idle). Results do not depend on it; process-wide."""
+    old = torch.ops.hetmm._cuda_window_match_max_warps()
+    torch.ops.hetmm._cuda_set_window_match_max_warps(warps)
+    try:
+        yield
+    finally:
+        torch.ops.hetmm._cuda_set_window_match_max_warps(old)
+
+
 _env_precision = os.environ.get("HETMM_CUDA_PRECISION", "").strip().lower()
 if _env_precision:
     set_precision(_env_precision)

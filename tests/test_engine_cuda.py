@@ -20,6 +20,7 @@ from hetmm_fast.testing import clustered_templates as _clustered_templates
 
 import hetmm_fast as hf
 from hetmm_fast import _backends
+from hetmm_fast.presets import PostProcess, Preset, get_preset
 from hetmm_fast.reference.window_match import window_match as reference_window_match
 from hetmm_fast.testing import (
     brute_window_match,
@@ -117,6 +118,21 @@ def test_precision_setting_roundtrip_and_errors():
         engine.set_precision("fp8")
     with pytest.raises(ValueError, match="'exact' or 'tf32'"):
         torch.ops.hetmm._cuda_set_fp32_precision("half")
+
+
+@built
+def test_max_warps_setting_roundtrip_and_errors():
+    assert torch.ops.hetmm._cuda_window_match_max_warps() == 0
+    with engine.max_warps(2):
+        assert torch.ops.hetmm._cuda_window_match_max_warps() == 2
+        with engine.max_warps(1):
+            assert torch.ops.hetmm._cuda_window_match_max_warps() == 1
+        assert torch.ops.hetmm._cuda_window_match_max_warps() == 2
+    assert torch.ops.hetmm._cuda_window_match_max_warps() == 0
+    for bad in (-1, 3, 8):
+        with pytest.raises(ValueError, match="max_warps must be 0"):
+            torch.ops.hetmm._cuda_set_window_match_max_warps(bad)
+    assert torch.ops.hetmm._cuda_window_match_max_warps() == 0
 
 
 @built
@@ -231,6 +247,19 @@ def test_noncontiguous_and_deterministic(dtype):
     c = hf.window_match(q, t, 5, 3, backend="cuda")
     for x, y, z in zip(a, b, c):
         assert torch.equal(x, y) and torch.equal(x, z)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_tile_size_cap_changes_no_bit(dtype):
+    """Each column sums its stages in the same order whatever the block's tile: every max_warps gives the same bits."""
+    q, t = feats((33, 72, 11, 10), seed=21).to(dtype), feats((70, 72, 11, 10), seed=22).to(dtype)
+    want = hf.window_match(q, t, 7, 3, backend="cuda")
+    for warps in (1, 2, 4):
+        with engine.max_warps(warps):
+            got = hf.window_match(q, t, 7, 3, backend="cuda")
+        for x, y in zip(got, want):
+            assert torch.equal(x, y), warps
 
 
 @gpu
@@ -362,3 +391,22 @@ def test_pts_select_dtypes_noncontiguous_and_opcheck():
     with pytest.raises(ValueError, match="NaN or infinite"):
         torch.ops.hetmm.pts_select(bad, 4)
     torch.library.opcheck(torch.ops.hetmm.pts_select.default, (t, 4))
+
+
+@gpu
+def test_detector_on_cuda_matches_cpu_in_every_backbone_dtype():
+    """The whole detector on the GPU (backbone, cuda window_match, post-processing on the device) against the CPU.
+    Tolerances about 10x what the 16-bit backbones differ by on the CPU (1e-4, 1e-3); cuDNN may run float32 in TF32."""
+    kw = dict(backbone="resnet18", pretrained=False, image_size=64, progress=False, batch_size=4,
+              preset=Preset("blur", get_preset().layers,
+                                       pixel_post=PostProcess("blur", 2.0, 9)))
+    g = torch.Generator().manual_seed(0)
+    train, test = torch.rand(6, 3, 64, 64, generator=g), torch.rand(3, 3, 64, 64, generator=g)
+    want = hf.HETMM(device="cpu", **kw).fit(train).predict(test)
+    for backbone_dtype, tol in ((torch.float32, 1e-2), (torch.float16, 1e-2), (torch.bfloat16, 2e-2)):
+        det = hf.HETMM(device="cuda", backbone_dtype=backbone_dtype, **kw).fit(train)
+        assert det.templates[0].device.type == "cuda"
+        got = det.predict(test)
+        assert got.maps.device.type == "cpu" and torch.isfinite(got.raw).all()
+        torch.testing.assert_close(got.raw, want.raw, atol=tol, rtol=0)
+        torch.testing.assert_close(got.maps, want.maps, atol=tol, rtol=0)

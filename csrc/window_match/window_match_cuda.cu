@@ -20,7 +20,8 @@
 // Bytes moved per block: NQ*Cp*e (query, once) + ceil(N/64)*|neighbourhood|*64*Cp*e (templates, from L2);
 // FLOPs: 2 * 64*ceil(N/64) * NQ * Cp * (active stages), of which 2*B*N*C*sum_p |window(p)| are useful.
 // Launch: grid = ceil(B/BI) * ceil(H/TY) * ceil(W/TX) blocks of 32..128 threads; the largest NQ whose shared memory
-// fits is taken unless it leaves fewer blocks than multiprocessors.
+// fits is taken unless it leaves fewer blocks than multiprocessors (WindowMatchCudaProblem::max_warps caps it, so
+// that a benchmark can compare tile sizes in one run).
 // Windows are runtime values for every size: they only decide which template pixels are staged and two integer
 // comparisons per column in the epilogue, so no per-window instantiation (issue 4 suggested 1..15 at compile time)
 // is made: there is no window loop to unroll, so no gain is expected (the build cost would be small: this file
@@ -407,7 +408,7 @@ template <class P>
 bool choose_config(const WindowMatchCudaProblem& pr, const CudaDeviceLimits& lim, Config& out) {
   using L = Layout<P>;
   bool found = false;
-  for (int warps = kMaxWarps; warps >= 1; warps /= 2) {
+  for (int warps = pr.max_warps > 0 ? pr.max_warps : kMaxWarps; warps >= 1; warps /= 2) {
     Config c;
     c.warps = warps;
     c.NQ = warps * L::kColumnsPerWarp;
@@ -533,7 +534,8 @@ cudaError_t window_match_cuda(const WindowMatchCudaProblem& pr, WindowMatchCudaP
       pr.bwd_window < 1 || pr.fwd_window % 2 == 0 || pr.bwd_window % 2 == 0 || !pr.query || !pr.templates ||
       !pr.fwd || !pr.bwd || pr.C_padded != window_match_cuda_padded_channels(path, pr.C_padded) ||
       pr.B * pr.H * pr.W > 0x7fffffffLL || pr.N > 0x7fffffffLL || pr.fwd_window > 0x7fffffffLL ||
-      pr.bwd_window > 0x7fffffffLL)
+      pr.bwd_window > 0x7fffffffLL || !(pr.max_warps == 0 || pr.max_warps == 1 || pr.max_warps == 2 ||
+                                         pr.max_warps == kMaxWarps))
     return cudaErrorInvalidValue;
   switch (path) {
     case WindowMatchCudaPath::kFloat16:

@@ -40,6 +40,7 @@ struct WindowMatchCudaProblem {
   int64_t fwd_window = 1, bwd_window = 1;  // odd, >= 1
   float* fwd = nullptr;                    // [B][H][W]
   float* bwd = nullptr;                    // [B][H][W]
+  int max_warps = 0;  // warps per block of the fused kernel: 0 = automatic (up to 4), else at most 1, 2 or 4 (tuning)
 };
 
 // Bytes of one packed element of `path` (2, 4 or 8).

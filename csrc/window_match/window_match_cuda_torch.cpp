@@ -4,6 +4,9 @@
 // they exist only in CUDA builds):
 //   _cuda_set_fp32_precision(str mode) -> ()     "exact" (default) or "tf32": arithmetic of float32 inputs
 //   _cuda_fp32_precision() -> str
+//   _cuda_set_window_match_max_warps(int warps) -> ()   0 (automatic, default), 1, 2 or 4: cap on the fused
+//       kernel's warps per block, for benchmarks comparing tile sizes
+//   _cuda_window_match_max_warps() -> int
 //   _window_match_cuda_max_channels(int path, int device) -> int   largest C of a path on a device (0: none)
 //   _window_match_naive(Tensor query, Tensor templates, int fwd_window, int bwd_window) -> (Tensor, Tensor)
 //       the published-structure baseline (window_match_naive_cuda.cu), for benchmarks only
@@ -39,6 +42,16 @@ void set_fp32_precision(c10::string_view mode) {
 }
 
 std::string fp32_precision() { return g_fp32_tf32 ? "tf32" : "exact"; }
+
+std::atomic<int> g_max_warps{0};
+
+void set_max_warps(int64_t warps) {
+  TORCH_CHECK_VALUE(warps == 0 || warps == 1 || warps == 2 || warps == 4,
+                    "hetmm cuda: window_match max_warps must be 0 (automatic), 1, 2 or 4, got ", warps);
+  g_max_warps = static_cast<int>(warps);
+}
+
+int64_t max_warps() { return g_max_warps; }
 
 int64_t max_channels(int64_t path, int64_t device) {
   TORCH_CHECK_VALUE(path >= 0 && path <= 4, "hetmm cuda: unknown window_match path ", path);
@@ -123,6 +136,7 @@ std::tuple<at::Tensor, at::Tensor> window_match_cuda_torch(const at::Tensor& que
   pr.bwd_window = bwd_window;
   pr.fwd = fwd.data_ptr<float>();
   pr.bwd = bwd.data_ptr<float>();
+  pr.max_warps = g_max_warps;
   C10_CUDA_CHECK(window_match_cuda(pr, path, lim, c10::cuda::getCurrentCUDAStream()));
   return {fwd, bwd};
 }
@@ -164,6 +178,8 @@ std::tuple<at::Tensor, at::Tensor> window_match_naive_torch(const at::Tensor& qu
 TORCH_LIBRARY_FRAGMENT(hetmm, m) {
   m.def("_cuda_set_fp32_precision(str mode) -> ()", &hetmm::set_fp32_precision);
   m.def("_cuda_fp32_precision() -> str", &hetmm::fp32_precision);
+  m.def("_cuda_set_window_match_max_warps(int warps) -> ()", &hetmm::set_max_warps);
+  m.def("_cuda_window_match_max_warps() -> int", &hetmm::max_warps);
   m.def("_window_match_cuda_max_channels(int path, int device) -> int", &hetmm::max_channels);
   m.def("_window_match_naive(Tensor query, Tensor templates, int fwd_window, int bwd_window) -> (Tensor, Tensor)");
 }

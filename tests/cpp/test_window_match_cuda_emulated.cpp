@@ -162,7 +162,8 @@ const char* path_name(WindowMatchCudaPath p) {
   return "?";
 }
 
-void check_fused(const Shape& s, WindowMatchCudaPath path, const hetmm::CudaDeviceLimits& lim, uint64_t seed) {
+void check_fused(const Shape& s, WindowMatchCudaPath path, const hetmm::CudaDeviceLimits& lim, uint64_t seed,
+                 int max_warps = 0) {
   Rng rng(seed);
   const auto q = unit_features(s.B, s.C, s.H, s.W, rng);
   const auto t = unit_features(s.N, s.C, s.H, s.W, rng);
@@ -181,6 +182,7 @@ void check_fused(const Shape& s, WindowMatchCudaPath path, const hetmm::CudaDevi
   pr.bwd_window = s.kb;
   pr.fwd = fwd.data();
   pr.bwd = bwd.data();
+  pr.max_warps = max_warps;
   const cudaError_t err = hetmm::window_match_cuda(pr, path, lim, nullptr);
   HETMM_CHECK(err == cudaSuccess, path_name(path), " launch failed");
 
@@ -197,7 +199,8 @@ void check_fused(const Shape& s, WindowMatchCudaPath path, const hetmm::CudaDevi
     worst = std::max(worst, std::fabs(bwd[i] - (f64 ? static_cast<float>(eb[i]) : eb[i])));
   }
   HETMM_CHECK(worst <= tol, path_name(path), " B=", s.B, " N=", s.N, " C=", s.C, " H=", s.H, " W=", s.W, " kf=", s.kf,
-              " kb=", s.kb, " sm=", lim.sm_count, " smem=", lim.max_smem_per_block, ": max error ", worst);
+              " kb=", s.kb, " sm=", lim.sm_count, " smem=", lim.max_smem_per_block, " max_warps=", max_warps,
+              ": max error ", worst);
 
 #ifdef __FMA__
   // The CPU engine built with hardware FMA computes the same FMA chain: identical bits.
@@ -274,6 +277,9 @@ int main() {
   for (int64_t k = 1; k <= 15; k += 2)
     for (WindowMatchCudaPath path : paths) check_fused({2, 3, 6, 7, 9, k, 16 - k}, path, mid, seed++);
   hetmm_emu::set_copy_timing(hetmm_emu::CopyTiming::kAtIssue);
+  // The benchmarks' tile-size cap (max_warps) with room for the largest tile: 1 and 2 warps per block.
+  for (int warps : {1, 2})
+    for (WindowMatchCudaPath path : paths) check_fused({5, 3, 40, 6, 7, 5, 3}, path, big, seed++, warps);
 
   // Channel limits are consistent with what the launcher accepts.
   for (WindowMatchCudaPath path : paths) {
@@ -289,6 +295,20 @@ int main() {
     lim.max_smem_per_block = 100 * 1024;
     HETMM_CHECK(hetmm::window_match_cuda(pr, path, lim, nullptr) == cudaErrorInvalidValue, path_name(path),
                 " accepted C above the limit");
+  }
+
+  {  // max_warps other than 0, 1, 2, 4 is refused
+    hetmm::WindowMatchCudaProblem pr;
+    float dummy = 0;
+    pr.query = pr.templates = &dummy;
+    pr.fwd = pr.bwd = &dummy;
+    pr.B = pr.N = pr.H = pr.W = 1;
+    pr.C_padded = 64;
+    for (int bad : {-1, 3, 8}) {
+      pr.max_warps = bad;
+      HETMM_CHECK(hetmm::window_match_cuda(pr, WindowMatchCudaPath::kFloat16, big, nullptr) == cudaErrorInvalidValue,
+                  "max_warps=", bad, " accepted");
+    }
   }
 
   check_naive({2, 3, 8, 5, 7, 3, 5}, hetmm::FeatureDtype::kFloat32, 100);
