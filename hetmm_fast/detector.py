@@ -81,8 +81,9 @@ class HETMM:
             the matching still accumulates in float32).
         backbone_dtype: dtype the backbone runs in (float32; float16/bfloat16 put its convolutions on a GPU's
             tensor cores; on a CPU without 16-bit arithmetic they are several times slower). Features are
-            L2-normalised in float32 either way. Measured on battery_weld (ALL set, CPU): anomaly maps within 2e-4
-            (float16) and 1e-3 (bfloat16) of float32's. A bank records it; :meth:`load` rebuilds the backbone alike.
+            L2-normalised in float32 either way. On battery_weld (ALL set; benchmarks/results/
+            backbone_dtype_battery_weld.json) float16 kept every metric within 0.001 of float32's, bfloat16 lost up to
+            0.007 (AUPRO). A bank records it; :meth:`load` rebuilds the backbone alike.
         progress: show progress bars on stderr.
     """
 
