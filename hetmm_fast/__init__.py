@@ -19,12 +19,12 @@ from ._backends import available_backends
 from .ops import optics_labels, pts_select, window_match
 
 __version__ = "0.1.0"
-__all__ = ["HETMM", "Prediction", "available_backends", "optics_labels", "pts_select", "window_match", "__version__"]
+__all__ = ["HETMM", "GraphedAnomalyMap", "Prediction", "available_backends", "optics_labels", "pts_select", "window_match", "__version__"]
 
 
 def __getattr__(name: str):
     # The detector pulls in torchvision and the backbones; keep `import hetmm_fast` light for op-only users.
-    if name in ("HETMM", "Prediction"):
+    if name in ("HETMM", "GraphedAnomalyMap", "Prediction"):
         from . import detector
 
         return getattr(detector, name)

@@ -251,6 +251,13 @@ class HETMM:
             total = m if total is None else total + m
         return total
 
+    def cuda_graph(self, batch_size: int = 1) -> "GraphedAnomalyMap":
+        """:meth:`anomaly_map` for batches of up to ``batch_size`` images, captured once as a CUDA graph and
+        replayed per call: for low-latency scoring on a GPU, where launching the backbone's and the matching's
+        kernels one by one costs more than running them. Needs ``device="cuda"``; capture it after
+        :meth:`fit` / :meth:`select` / :meth:`add_normals` (a graph made before a template change refuses to run)."""
+        return GraphedAnomalyMap(self, batch_size)
+
     def predict(self, images: Any) -> Prediction:
         """Score images: folder | paths | PIL | numpy HxWx3 uint8 | Tensor[B, 3, H, W]. Returns a :class:`Prediction`."""
         self._require_templates("predict")
@@ -339,3 +346,48 @@ class HETMM:
     def __repr__(self) -> str:
         return (f"HETMM(backbone={self.backbone.name!r}, preset={self.preset.name!r}, image_size={self.image_size}, "
                 f"device={str(self.device)!r}, templates={self.n_templates}, tsize={self.tsize})")
+
+
+class GraphedAnomalyMap:
+    """A detector's :meth:`HETMM.anomaly_map` captured as one CUDA graph (made by :meth:`HETMM.cuda_graph`).
+
+    ``graphed(batch)`` takes ``Tensor[b, 3, S, S]`` in [0, 1] with ``b <= batch_size`` (any device; it is copied
+    into the graph's static input) and returns a new ``Tensor[b, S, S]`` on the GPU, equal to
+    ``det.anomaly_map(batch)`` up to the order of floating-point work chosen at capture. The graph keeps the
+    templates it was captured with alive and refuses to run once the detector's templates change.
+    """
+
+    def __init__(self, det: HETMM, batch_size: int = 1):
+        if det.device.type != "cuda":
+            raise RuntimeError(f"HETMM.cuda_graph: needs a detector on a CUDA device, this one is on {det.device}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"HETMM.cuda_graph: batch_size must be a positive int, got {batch_size!r}")
+        self.detector, self.batch_size = det, batch_size
+        self._templates = list(det.active_templates)  # kept alive: the graph reads their memory
+        S = det.image_size
+        self._input = torch.zeros(batch_size, 3, S, S, device=det.device)
+        side = torch.cuda.Stream(det.device)
+        side.wait_stream(torch.cuda.current_stream(det.device))
+        with torch.cuda.stream(side):  # warm-up (lazy initialisation, autotuning) off the capture
+            for _ in range(2):
+                det.anomaly_map(self._input)
+        torch.cuda.current_stream(det.device).wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph):
+            self._output = det.anomaly_map(self._input)
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        S = self.detector.image_size
+        if not isinstance(batch, torch.Tensor) or batch.dim() != 4 or tuple(batch.shape[1:]) != (3, S, S):
+            got = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
+            raise ValueError(f"GraphedAnomalyMap: expected a Tensor[b, 3, {S}, {S}], got {got}")
+        b = batch.shape[0]
+        if not 1 <= b <= self.batch_size:
+            raise ValueError(f"GraphedAnomalyMap: batch of {b} images; this graph takes 1..{self.batch_size}")
+        if any(x is not y for x, y in zip(self._templates, self.detector.active_templates)):
+            raise RuntimeError("GraphedAnomalyMap: the detector's templates changed since the capture; "
+                               "make a new graph with det.cuda_graph()")
+        self._input[:b].copy_(batch)  # rows are independent: rows b.. keep old data and are not returned
+        self._graph.replay()
+        return self._output[:b].clone()

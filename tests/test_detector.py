@@ -230,3 +230,8 @@ def test_predict_postprocessing_independent_of_batching(train):
     torch.testing.assert_close(a.scores, image_scores(a.raw, pre.image_post))
     with pytest.raises(ValueError, match="empty"):
         hf.HETMM(image_size=S, progress=False).fit(train).predict([])
+
+
+def test_cuda_graph_needs_a_cuda_detector(det):
+    with pytest.raises(RuntimeError, match="needs a detector on a CUDA device"):
+        det.cuda_graph()

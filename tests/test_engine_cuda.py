@@ -410,3 +410,26 @@ def test_detector_on_cuda_matches_cpu_in_every_backbone_dtype():
         assert got.maps.device.type == "cpu" and torch.isfinite(got.raw).all()
         torch.testing.assert_close(got.raw, want.raw, atol=tol, rtol=0)
         torch.testing.assert_close(got.maps, want.maps, atol=tol, rtol=0)
+
+
+@gpu
+def test_detector_cuda_graph_equals_eager_and_guards():
+    det = hf.HETMM(backbone="resnet18", pretrained=False, image_size=64, progress=False, device="cuda",
+                   dtype=torch.float16, backbone_dtype=torch.float16)
+    g = torch.Generator().manual_seed(1)
+    det.fit(torch.rand(5, 3, 64, 64, generator=g))
+    x = torch.rand(3, 3, 64, 64, generator=g)
+    graphed = det.cuda_graph(batch_size=3)
+    want = det.anomaly_map(x.cuda())
+    torch.testing.assert_close(graphed(x), want, rtol=0, atol=1e-5)
+    torch.testing.assert_close(graphed(x[:1].cuda()), want[:1], rtol=0, atol=1e-5)  # fewer rows than captured
+    with pytest.raises(ValueError, match="this graph takes 1..3"):
+        graphed(torch.rand(4, 3, 64, 64))
+    with pytest.raises(ValueError, match="expected a Tensor"):
+        graphed(torch.rand(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        det.cuda_graph(batch_size=0)
+    det.select(2)
+    with pytest.raises(RuntimeError, match="templates changed since the capture"):
+        graphed(x)
+    torch.testing.assert_close(det.cuda_graph(1)(x[:1]), det.anomaly_map(x[:1].cuda()), rtol=0, atol=1e-5)
