@@ -120,6 +120,8 @@ std::tuple<at::Tensor, at::Tensor> window_match_cuda_torch(const at::Tensor& que
                     query.scalar_type(), " inputs");
 
   const int64_t Cp = window_match_cuda_padded_channels(path, C);
+  TORCH_CHECK_VALUE(N * Cp <= 0x7fffffffLL, op, ": the templates of one pixel (N=", N, " x ", Cp,
+                    " padded channels) must number under 2^31 elements");
   const at::Tensor qp = pack_pixel_major(query, Cp);
   const at::Tensor tp = pack_pixel_major(templates, Cp);
   at::Tensor fwd = at::empty({B, H, W}, query.options().dtype(at::kFloat));
