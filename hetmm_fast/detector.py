@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from . import __version__
 from .bank import BankError, load_bank, save_bank
 from .ops import pts_select, window_match
+from .ops.pts_select import _gather as gather_sheets
 from .postprocess import apply_map, image_scores
 from .presets import IMAGENET_MEAN, IMAGENET_STD, Preset, get_preset
 from .progress import progress_bar
@@ -339,8 +340,7 @@ class HETMM:
         if meta["tsize"] is not None:
             det.selection = [tensors[f"sel.{j}"].to(det.device) for j in range(len(b.strides))]
             det.tsize = meta["tsize"]
-            det._selected = [torch.gather(t, 0, i.unsqueeze(1).expand(i.shape[0], t.shape[1], *i.shape[1:]))
-                             for t, i in zip(det.templates, det.selection)]
+            det._selected = [gather_sheets(t, i, backend) for t, i in zip(det.templates, det.selection)]
         return det
 
     def __repr__(self) -> str:
