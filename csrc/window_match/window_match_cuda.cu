@@ -136,30 +136,31 @@ HETMM_UNROLL
   }
 }
 
-// One stage (64 templates x 32 channels) of TF32 tensor-core products for one warp; ts: [64][36].
+// One stage (64 templates x 32 channels) of TF32 tensor-core products for one warp; ts: [64][36]. The packed inputs
+// are TF32 values already (window_match_cuda_round_tf32), so fragments are loaded with ldmatrix.x4 as for 16-bit
+// data: viewed as 8 x 4 words, matrix j gives lane l the word (row l / 4, column l % 4), which is mma.m16n8k8's tf32
+// layout. A: matrices (rows 0-7 | 8-15) x (k 0-3 | 4-7) = a0..a3; B: (k 0-3 | 4-7) x (n-tile 2np | 2np + 1).
 template <int NT>
 __device__ __forceinline__ void stage_tf32(float (&acc)[kMTiles][NT][4], const float* ts, const float* qs,
                                            int q_stride, int lane) {
+  static_assert(NT % 2 == 0, "B fragments are loaded two n-tiles at a time");
   constexpr int TS = Layout<TF32Path>::kStageStride;
-  const int g = lane >> 2, q = lane & 3;
+  const float* a_row = ts + ((lane & 7) + ((lane >> 3) & 1) * 8) * TS + (lane >> 4) * 4;
+  const float* b_row = qs + ((lane & 7) + (lane >> 4) * 8) * q_stride + ((lane >> 3) & 1) * 4;
 HETMM_UNROLL
   for (int k0 = 0; k0 < Layout<TF32Path>::kChunk; k0 += 8) {
     uint32_t a[kMTiles][4];
 HETMM_UNROLL
-    for (int mt = 0; mt < kMTiles; ++mt) {
-      const float* r0 = ts + (16 * mt + g) * TS + k0 + q;
-      const float* r1 = r0 + 8 * TS;
-      a[mt][0] = cu::to_tf32(r0[0]);
-      a[mt][1] = cu::to_tf32(r1[0]);
-      a[mt][2] = cu::to_tf32(r0[4]);
-      a[mt][3] = cu::to_tf32(r1[4]);
-    }
+    for (int mt = 0; mt < kMTiles; ++mt) cu::ldmatrix_x4(a[mt], a_row + 16 * mt * TS + k0);
 HETMM_UNROLL
-    for (int nt = 0; nt < NT; ++nt) {
-      const float* c = qs + (8 * nt + g) * q_stride + k0 + q;
-      const uint32_t b0 = cu::to_tf32(c[0]), b1 = cu::to_tf32(c[4]);
+    for (int np = 0; np < NT / 2; ++np) {
+      uint32_t b[4];
+      cu::ldmatrix_x4(b, b_row + 16 * np * q_stride + k0);
 HETMM_UNROLL
-      for (int mt = 0; mt < kMTiles; ++mt) cu::mma_1688_tf32(acc[mt][nt], a[mt], b0, b1);
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        cu::mma_1688_tf32(acc[mt][2 * np], a[mt], b[0], b[1]);
+        cu::mma_1688_tf32(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
+      }
     }
   }
 }
@@ -400,6 +401,12 @@ HETMM_UNROLL
     }
 }
 
+__global__ void round_tf32_kernel(uint32_t* data, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    data[i] = cu::to_tf32(cu::bits_float(static_cast<int>(data[i])));
+}
+
 __global__ void fill_keys_kernel(int* keys, int64_t n, int key) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -555,6 +562,15 @@ int64_t window_match_cuda_max_channels(WindowMatchCudaPath path, int max_smem_pe
       return max_channels_for<ExactF64Path>(max_smem_per_block);
   }
   return 0;
+}
+
+cudaError_t window_match_cuda_round_tf32(float* data, int64_t n, cudaStream_t stream) {
+  if (n < 0 || (n > 0 && !data)) return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 65535));
+  HETMM_LAUNCH(round_tf32_kernel, cu::dim3_t(blocks), cu::dim3_t(256), 0, stream, reinterpret_cast<uint32_t*>(data),
+               n);
+  return cudaGetLastError();
 }
 
 cudaError_t window_match_cuda(const WindowMatchCudaProblem& pr, WindowMatchCudaPath path,

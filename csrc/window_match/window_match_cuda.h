@@ -10,7 +10,8 @@
 //
 // Paths (element type of the packed inputs -> arithmetic):
 //   kFloat16, kBFloat16  16-bit inputs, tensor cores (mma.sync m16n8k16), float32 accumulation
-//   kTF32                float32 inputs rounded to TF32 (10-bit mantissa, round to nearest), tensor cores
+//   kTF32                float32 inputs that are TF32 values already (10-bit mantissa: round them with
+//                        window_match_cuda_round_tf32, to nearest with ties away from zero), tensor cores
 //                        (mma.sync m16n8k8), float32 accumulation
 //   kExactFloat32        float32 inputs, one sequential float32 FMA chain per dot product over c = 0..C-1 (the
 //                        same arithmetic as window_match_cpu, so the results are bit-identical to the CPU engine)
@@ -52,6 +53,10 @@ int64_t window_match_cuda_padded_channels(WindowMatchCudaPath path, int64_t chan
 // Largest C the kernels can take with `max_smem_per_block` bytes of shared memory per block (0 if none): the block's
 // query columns stay resident in shared memory.
 int64_t window_match_cuda_max_channels(WindowMatchCudaPath path, int max_smem_per_block);
+
+// Rounds n float32 values in place to TF32 (cvt.rna: 10 mantissa bits, to nearest, ties away from zero; infinities
+// and NaN kept), as the kTF32 path expects its packed inputs. Asynchronous on `stream`.
+cudaError_t window_match_cuda_round_tf32(float* data, int64_t n, cudaStream_t stream);
 
 // Launches the fused kernel on `stream` (asynchronous). Returns cudaErrorInvalidValue for inconsistent sizes or
 // too many channels, else the launch status.

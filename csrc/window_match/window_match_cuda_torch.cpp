@@ -124,6 +124,9 @@ std::tuple<at::Tensor, at::Tensor> window_match_cuda_torch(const at::Tensor& que
                     " padded channels) must number under 2^31 elements");
   const at::Tensor qp = pack_pixel_major(query, Cp);
   const at::Tensor tp = pack_pixel_major(templates, Cp);
+  if (path == WindowMatchCudaPath::kTF32)  // the kernel takes TF32 values; rounding the packed copies costs one pass
+    for (const at::Tensor& x : {qp, tp})
+      C10_CUDA_CHECK(window_match_cuda_round_tf32(x.data_ptr<float>(), x.numel(), c10::cuda::getCurrentCUDAStream()));
   at::Tensor fwd = at::empty({B, H, W}, query.options().dtype(at::kFloat));
   at::Tensor bwd = at::empty({B, H, W}, query.options().dtype(at::kFloat));
   WindowMatchCudaProblem pr;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -29,9 +30,10 @@ struct Shape {
 struct Buffer {
   std::unique_ptr<hetmm_emu::Copy[]> storage;  // 16-byte elements
   void* data = nullptr;
-  explicit Buffer(size_t bytes) : storage(new hetmm_emu::Copy[(bytes + 15) / 16 + 1]) {
+  size_t bytes = 0;
+  explicit Buffer(size_t n_bytes) : storage(new hetmm_emu::Copy[(n_bytes + 15) / 16 + 1]), bytes(n_bytes) {
     data = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(storage.get()) + 15) & ~uintptr_t(15));
-    std::memset(data, 0, bytes);
+    std::memset(data, 0, n_bytes);
   }
 };
 
@@ -169,6 +171,11 @@ void check_fused(const Shape& s, WindowMatchCudaPath path, const hetmm::CudaDevi
   const auto t = unit_features(s.N, s.C, s.H, s.W, rng);
   const int64_t Cp = hetmm::window_match_cuda_padded_channels(path, s.C);
   Buffer qp = pack(q, s.B, s.C, s.H, s.W, Cp, path), tp = pack(t, s.N, s.C, s.H, s.W, Cp, path);
+  if (path == WindowMatchCudaPath::kTF32)  // as the torch wrapper does (the emulated mma refuses unrounded tf32)
+    for (Buffer* b : {&qp, &tp})
+      HETMM_CHECK(hetmm::window_match_cuda_round_tf32(static_cast<float*>(b->data), static_cast<int64_t>(b->bytes / 4),
+                                                      nullptr) == cudaSuccess,
+                  "round_tf32 launch failed");
   std::vector<float> fwd(static_cast<size_t>(s.B * s.H * s.W), 7.0f), bwd(fwd.size(), 7.0f);
   hetmm::WindowMatchCudaProblem pr;
   pr.query = qp.data;
@@ -309,6 +316,25 @@ int main() {
       HETMM_CHECK(hetmm::window_match_cuda(pr, WindowMatchCudaPath::kFloat16, big, nullptr) == cudaErrorInvalidValue,
                   "max_warps=", bad, " accepted");
     }
+  }
+
+  {  // TF32 rounding kernel: cvt.rna on random values, ties, the largest finite float, infinities and NaN
+    std::vector<float> v = {1.0f, -1.0f, 0.0f, -0.0f, 1.0f + 0x1p-11f, -(1.0f + 0x1p-11f), 1.0f + 0x1p-12f,
+                            3.4028235e38f, -3.4028235e38f, 1e-40f, std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity()};
+    Rng rng(7);
+    for (int i = 0; i < 1000; ++i) v.push_back(static_cast<float>(rng.normal()));
+    std::vector<float> got = v;
+    got.push_back(std::numeric_limits<float>::quiet_NaN());
+    HETMM_CHECK(hetmm::window_match_cuda_round_tf32(got.data(), static_cast<int64_t>(got.size()), nullptr) ==
+                    cudaSuccess,
+                "round_tf32 launch failed");
+    for (size_t i = 0; i < v.size(); ++i)
+      HETMM_CHECK(got[i] == rna_tf32(v[i]) || (std::isinf(v[i]) && got[i] == v[i]),
+                  "round_tf32(", v[i], ") = ", got[i], ", expected ", rna_tf32(v[i]));
+    HETMM_CHECK(std::isnan(got.back()), "round_tf32(NaN) is not NaN");
+    HETMM_CHECK(hetmm::window_match_cuda_round_tf32(nullptr, 3, nullptr) == cudaErrorInvalidValue,
+                "round_tf32 accepted a null pointer");
   }
 
   check_naive({2, 3, 8, 5, 7, 3, 5}, hetmm::FeatureDtype::kFloat32, 100);
