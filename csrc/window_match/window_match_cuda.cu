@@ -110,14 +110,13 @@ __device__ __forceinline__ double fma_acc(double a, double b, double c) { return
 
 // One stage (64 templates x 64 channels) of fp16/bf16 tensor-core products for one warp, fragments loaded with
 // ldmatrix.x4 (A: the four quadrants of a 16x16 template tile; B: both k-halves of two query n-tiles).
-// ts: stage base [64][72]; qs: the warp's first column at the stage's channel offset, row stride q_stride.
+// a_row / b_row: the stage base [64][72] / the warp's first column at the stage's channel offset (row stride
+// q_stride), each plus this lane's LaneOffsets.
 template <bool kBf16, int NT>
-__device__ __forceinline__ void stage_mma16(float (&acc)[kMTiles][NT][4], const uint16_t* ts, const uint16_t* qs,
-                                            int q_stride, int lane) {
+__device__ __forceinline__ void stage_mma16(float (&acc)[kMTiles][NT][4], const uint16_t* a_row,
+                                            const uint16_t* b_row, int q_stride) {
   static_assert(NT % 2 == 0, "B fragments are loaded two n-tiles at a time");
   constexpr int TS = Layout<F16Path>::kStageStride;
-  const uint16_t* a_row = ts + (lane & 15) * TS + (lane >> 4) * 8;                 // quadrant (lane/8) row lane%8
-  const uint16_t* b_row = qs + ((lane >> 4) * 8 + (lane & 7)) * q_stride + ((lane >> 3) & 1) * 8;
 HETMM_UNROLL
   for (int k0 = 0; k0 < Layout<F16Path>::kChunk; k0 += 16) {
     uint32_t a[kMTiles][4];
@@ -141,12 +140,10 @@ HETMM_UNROLL
 // data: viewed as 8 x 4 words, matrix j gives lane l the word (row l / 4, column l % 4), which is mma.m16n8k8's tf32
 // layout. A: matrices (rows 0-7 | 8-15) x (k 0-3 | 4-7) = a0..a3; B: (k 0-3 | 4-7) x (n-tile 2np | 2np + 1).
 template <int NT>
-__device__ __forceinline__ void stage_tf32(float (&acc)[kMTiles][NT][4], const float* ts, const float* qs,
-                                           int q_stride, int lane) {
+__device__ __forceinline__ void stage_tf32(float (&acc)[kMTiles][NT][4], const float* a_row, const float* b_row,
+                                           int q_stride) {
   static_assert(NT % 2 == 0, "B fragments are loaded two n-tiles at a time");
   constexpr int TS = Layout<TF32Path>::kStageStride;
-  const float* a_row = ts + ((lane & 7) + ((lane >> 3) & 1) * 8) * TS + (lane >> 4) * 4;
-  const float* b_row = qs + ((lane & 7) + (lane >> 4) * 8) * q_stride + ((lane >> 3) & 1) * 4;
 HETMM_UNROLL
   for (int k0 = 0; k0 < Layout<TF32Path>::kChunk; k0 += 8) {
     uint32_t a[kMTiles][4];
@@ -167,24 +164,23 @@ HETMM_UNROLL
 
 // One stage of exact products for one warp, with the accumulator ownership of the mma paths: lane (g, q) owns
 // rows 16*mt + g + 8*h and columns 8*nt + 2*q + e in acc[mt][nt][2*h + e]; channels in ascending order.
+// a_row = stage base + row g, b_row = the warp's first column + column 2q (LaneOffsets).
 template <typename T, int NT>
-__device__ __forceinline__ void stage_exact(T (&acc)[kMTiles][NT][4], const T* ts, const T* qs, int q_stride,
-                                            int lane) {
+__device__ __forceinline__ void stage_exact(T (&acc)[kMTiles][NT][4], const T* a_row, const T* b_row, int q_stride) {
   constexpr int CK = kRowBytes / static_cast<int>(sizeof(T));
   constexpr int TS = CK + 16 / static_cast<int>(sizeof(T));
-  const int g = lane >> 2, q = lane & 3;
 HETMM_UNROLL_4
   for (int k = 0; k < CK; ++k) {
     T tv[kMTiles][2], qv[NT][2];
 HETMM_UNROLL
     for (int mt = 0; mt < kMTiles; ++mt) {
-      tv[mt][0] = ts[(16 * mt + g) * TS + k];
-      tv[mt][1] = ts[(16 * mt + g + 8) * TS + k];
+      tv[mt][0] = a_row[16 * mt * TS + k];
+      tv[mt][1] = a_row[(16 * mt + 8) * TS + k];
     }
 HETMM_UNROLL
     for (int nt = 0; nt < NT; ++nt) {
-      qv[nt][0] = qs[(8 * nt + 2 * q) * q_stride + k];
-      qv[nt][1] = qs[(8 * nt + 2 * q + 1) * q_stride + k];
+      qv[nt][0] = b_row[8 * nt * q_stride + k];
+      qv[nt][1] = b_row[(8 * nt + 1) * q_stride + k];
     }
 HETMM_UNROLL
     for (int mt = 0; mt < kMTiles; ++mt)
@@ -198,17 +194,35 @@ HETMM_UNROLL
   }
 }
 
+// Where a lane's fragment loads start, in elements from the stage base (a) and from the warp's first query column
+// (b); computed once per kernel instead of once per stage.
+struct LaneOffsets {
+  int a, b;
+};
+
+template <class P>
+__device__ __forceinline__ LaneOffsets lane_offsets(int lane, int q_stride) {
+  constexpr int TS = Layout<P>::kStageStride;
+  if constexpr (std::is_same<P, F16Path>::value || std::is_same<P, BF16Path>::value)  // ldmatrix rows, 16-bit
+    return {(lane & 15) * TS + (lane >> 4) * 8, ((lane >> 4) * 8 + (lane & 7)) * q_stride + ((lane >> 3) & 1) * 8};
+  else if constexpr (std::is_same<P, TF32Path>::value)  // ldmatrix rows of 4 words
+    return {((lane & 7) + ((lane >> 3) & 1) * 8) * TS + (lane >> 4) * 4,
+            ((lane & 7) + (lane >> 4) * 8) * q_stride + ((lane >> 3) & 1) * 4};
+  else  // exact: row g, column 2q
+    return {(lane >> 2) * TS, 2 * (lane & 3) * q_stride};
+}
+
 template <class P, int NT>
-__device__ __forceinline__ void stage_products(typename P::Acc (&acc)[kMTiles][NT][4], const typename P::Elem* ts,
-                                               const typename P::Elem* qs, int q_stride, int lane) {
+__device__ __forceinline__ void stage_products(typename P::Acc (&acc)[kMTiles][NT][4], const typename P::Elem* a_row,
+                                               const typename P::Elem* b_row, int q_stride) {
   if constexpr (std::is_same<P, F16Path>::value)
-    stage_mma16<false>(acc, ts, qs, q_stride, lane);
+    stage_mma16<false>(acc, a_row, b_row, q_stride);
   else if constexpr (std::is_same<P, BF16Path>::value)
-    stage_mma16<true>(acc, ts, qs, q_stride, lane);
+    stage_mma16<true>(acc, a_row, b_row, q_stride);
   else if constexpr (std::is_same<P, TF32Path>::value)
-    stage_tf32(acc, ts, qs, q_stride, lane);
+    stage_tf32(acc, a_row, b_row, q_stride);
   else
-    stage_exact(acc, ts, qs, q_stride, lane);
+    stage_exact(acc, a_row, b_row, q_stride);
 }
 
 template <class P>
@@ -325,6 +339,9 @@ HETMM_UNROLL
 HETMM_UNROLL
   for (int nt = 0; nt < NT; ++nt) fwd_run[nt][0] = fwd_run[nt][1] = A(-1);
 
+  const LaneOffsets lo = lane_offsets<P>(lane, q_stride);
+  const E* const ts_lane = ts + lo.a;
+  const E* const qs_lane = qs + static_cast<size_t>(warp) * L::kColumnsPerWarp * q_stride + lo.b;
   Cursor loading, computing;
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < n_stages) {
@@ -346,9 +363,7 @@ HETMM_UNROLL
     computing.advance(n_cc, nx, ny);
     if (yy < wy0 - d || yy > wy1 + d || xx < wx0 - d || xx > wx1 + d) continue;  // warp-uniform
 
-    stage_products<P, NT>(acc, ts + (s & (kStages - 1)) * kStageElems,
-                          qs + static_cast<size_t>(warp) * L::kColumnsPerWarp * q_stride + cc * L::kChunk, q_stride,
-                          lane);
+    stage_products<P, NT>(acc, ts_lane + (s & (kStages - 1)) * kStageElems, qs_lane + cc * L::kChunk, q_stride);
     if (cc != n_cc - 1) continue;
 
     // Dot products of this template chunk with p' are complete: max over the lane's 8 rows per column.
