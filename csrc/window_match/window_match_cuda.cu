@@ -29,7 +29,9 @@
 // Windows are runtime values for every size: they only decide which template pixels are staged and two integer
 // comparisons per column in the epilogue, so no per-window instantiation (issue 4 suggested 1..15 at compile time)
 // is made: there is no window loop to unroll, so no gain is expected (the build cost would be small: this file
-// compiles in about 9 s for sm_80 + sm_90 + PTX).
+// compiles in about 9 s for sm_80 + sm_90 + PTX). Checked in the sm_90 SASS of the fp16 kernel: with 13x7 as
+// compile-time constants, the 174 instructions per stage before the first HMMA and the 214 registers stay the same;
+// only the epilogue shrinks (3056 -> 2984 instructions in the whole kernel).
 #include "window_match_cuda.h"
 
 #include <algorithm>
