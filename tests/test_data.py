@@ -263,6 +263,32 @@ def test_iter_image_batches_streams_the_same_values(tmp_path: Path) -> None:
     assert len(listed) == 1 and listed[0][1] == ["00", "01", "02"]
 
 
+def test_iter_image_batches_threads_prefetch_and_errors(tmp_path: Path, monkeypatch) -> None:
+    d = tmp_path / "many"
+    d.mkdir()
+    for i in range(7):
+        Image.fromarray(_rgb(9 + i, 11, i)).save(d / f"{i:02d}.png")
+    (d / "07.png").write_bytes(b"not a png")  # in the third batch
+    monkeypatch.setenv("HETMM_READ_THREADS", "1")
+    it = iter_image_batches(d, 8, 3)
+    sequential = [next(it), next(it)]
+    for threads in ("4", ""):  # explicit and automatic thread counts
+        monkeypatch.setenv("HETMM_READ_THREADS", threads)
+        it = iter_image_batches(d, 8, 3)
+        for want in sequential:  # batches 1 and 2 come out whole even though batch 3 holds a broken file
+            got = next(it)
+            assert got[1] == want[1] and torch.equal(got[0], want[0])
+        with pytest.raises(ValueError, match="07.png"):
+            next(it)
+    early = iter_image_batches(d, 8, 3)
+    next(early)
+    early.close()  # stopping early drops the prefetched batch without error
+    for bad in ("0", "x"):
+        monkeypatch.setenv("HETMM_READ_THREADS", bad)
+        with pytest.raises(ValueError, match="HETMM_READ_THREADS"):
+            next(iter_image_batches(d, 8, 3))
+
+
 def test_iter_image_batches_checks_arguments_eagerly(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="batch_size"):
         iter_image_batches([tmp_path / "a.png"], 8, 0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -307,9 +308,28 @@ def _load_paths(paths: Sequence[Path], size: int) -> torch.Tensor:
     """Read and resize image files -> ``Tensor[len(paths), 3, size, size]`` float32 (CPU)."""
     out = torch.empty((len(paths), 3, size, size), dtype=torch.float32)
     for i, path in enumerate(paths):
-        rgb = torch.from_numpy(read_image(path)).permute(2, 0, 1).float().div_(255.0)
-        out[i] = _resize(rgb.unsqueeze(0), size)[0]
+        out[i] = _load_one(path, size)
     return out
+
+
+def _load_one(path: Path, size: int) -> torch.Tensor:
+    """One image file -> ``Tensor[3, size, size]`` float32 in [0, 1] (CPU)."""
+    rgb = torch.from_numpy(read_image(path)).permute(2, 0, 1).float().div_(255.0)
+    return _resize(rgb.unsqueeze(0), size)[0]
+
+
+def _reader_threads() -> int:
+    """Threads that decode files for :func:`iter_image_batches`: ``HETMM_READ_THREADS``, else up to 8 (cores)."""
+    env = os.environ.get("HETMM_READ_THREADS", "").strip()
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            raise ValueError(f"HETMM_READ_THREADS must be an int >= 1, got {env!r}") from None
+        if value < 1:
+            raise ValueError(f"HETMM_READ_THREADS must be an int >= 1, got {env!r}")
+        return value
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def iter_image_batches(
@@ -317,9 +337,10 @@ def iter_image_batches(
 ) -> Iterator[tuple[torch.Tensor, list[str]]]:
     """Stream image files as batches ``(Tensor[b, 3, size, size], names)`` with ``b <= batch_size``.
 
-    ``paths`` is a folder (its images, sorted) or a list of image paths. Files are read lazily, one batch at a
-    time, so memory stays bounded for big folders. Names are the file stems. Arguments are checked (and a
-    folder listed) when this is called; an unreadable file raises when its batch is reached.
+    ``paths`` is a folder (its images, sorted) or a list of image paths. Files are read lazily, one batch ahead
+    (decoded by up to 8 threads, ``HETMM_READ_THREADS`` to change), so memory stays bounded for big folders. Names
+    are the file stems. Arguments are checked (and a folder listed) when this is called; an unreadable file raises
+    when its batch is reached.
     """
     where = "iter_image_batches"
     size = _check_size(size, where)
@@ -343,6 +364,21 @@ def _stream_batches(
     path_list: list[Path], size: int, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, list[str]]]:
     # A separate generator so that iter_image_batches validates its arguments when called, not at first next().
-    for start in range(0, len(path_list), batch_size):
-        chunk = path_list[start : start + batch_size]
-        yield _load_paths(chunk, size), [p.stem for p in chunk]
+    # Files are decoded and resized by a thread pool (PIL and torch release the GIL), and the next batch is read
+    # while the caller works on this one; an unreadable file still raises when its own batch is asked for.
+    chunks = [path_list[i : i + batch_size] for i in range(0, len(path_list), batch_size)]
+    threads = _reader_threads()
+    if threads == 1 or len(path_list) == 1:
+        for chunk in chunks:
+            yield _load_paths(chunk, size), [p.stem for p in chunk]
+        return
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hetmm-read") as pool:
+        pending = [pool.submit(_load_one, p, size) for p in chunks[0]]
+        try:
+            for k, chunk in enumerate(chunks):
+                current = pending
+                pending = [pool.submit(_load_one, p, size) for p in chunks[k + 1]] if k + 1 < len(chunks) else []
+                yield torch.stack([f.result() for f in current]), [p.stem for p in chunk]
+        finally:
+            for f in pending:  # the caller stopped early or a file failed: drop the prefetch
+                f.cancel()
