@@ -86,6 +86,12 @@ build() {
   rm -f hetmm_fast/_C*.so
   HETMM_FAST_FORCE_CUDA=1 "$PY" setup.py build_ext --inplace
   "$PY" -c "import torch, hetmm_fast; import hetmm_fast._C; print('CUDA kernels:', torch._C._dispatch_has_kernel_for_dispatch_key('hetmm::window_match', 'CUDA')); print(hetmm_fast.available_backends())"
+  # Registers, shared memory and spills of the fused kernels as built here (compare with benchmarks/results/README.md).
+  if command -v cuobjdump > /dev/null; then
+    cuobjdump --dump-resource-usage hetmm_fast/_C*.so 2>/dev/null | awk '/arch = /{arch=$NF}
+      /Function .*window_match_kernel/{f=$0; sub(/.*INS0_[0-9]+/, "", f); sub(/Path.*/, "", f); getline;
+        match($0, /REG:[0-9]+ STACK:[0-9]+/); print "window_match_kernel", arch, f, substr($0, RSTART, RLENGTH)}' || true
+  fi
 }
 
 # run_tests WORD: the test files whose name contains WORD (cuda, triton), junit XML to $LOGS/pytest_WORD.xml.
