@@ -71,7 +71,7 @@ def _draw(folder: Path, category, items, labels, masks, pred, n_overlays, image_
 
     folder.mkdir(parents=True, exist_ok=True)
     plot_evaluation(folder / "evaluation.png", labels=labels, scores=pred.scores, masks=masks, maps=pred.maps,
-                    title=f"{category}: HETMM ({len(items)} test images)")
+                    pro_maps=pred.pro_maps, title=f"{category}: HETMM ({len(items)} test images)")
     vmin, vmax = float(pred.maps.min()), float(pred.maps.max())
     defects = [i for i, it in enumerate(items) if it.label == 1]
     goods = [i for i, it in enumerate(items) if it.label == 0]

@@ -254,7 +254,7 @@ def save_overlay(path, image, amap, *, mask=None, score=None, title=None, vmin=N
     return _save_figure(fn, path, fig)
 
 
-def plot_evaluation(path, *, labels, scores, masks=None, maps=None, title: str = "") -> Path:
+def plot_evaluation(path, *, labels, scores, masks=None, maps=None, pro_maps=None, title: str = "") -> Path:
     """Save one PNG summarising a category's evaluation.
 
     Panels: image ROC (AUROC in the legend), histograms of the image scores of normal vs defective images, and
@@ -266,6 +266,8 @@ def plot_evaluation(path, *, labels, scores, masks=None, maps=None, title: str =
         path: target ``.png``; written atomically.
         labels: ``[B]`` 0/1 image labels; scores: ``[B]`` image scores.
         masks: ``[B, H, W]`` bool/0-1 ground truth; maps: ``[B, H, W]`` anomaly maps (both or neither).
+        pro_maps: ``[B, H, W]`` maps for the PRO panel when a preset post-processes them differently (default
+            ``maps``), so that its AUPRO is the one reported.
         title: figure title (e.g. the category).
 
     Returns:
@@ -275,6 +277,8 @@ def plot_evaluation(path, *, labels, scores, masks=None, maps=None, title: str =
     if (masks is None) != (maps is None):
         raise ValueError(f"{fn}: give both masks and maps or neither (got masks={masks is not None}, "
                          f"maps={maps is not None})")
+    if pro_maps is not None and maps is None:
+        raise ValueError(f"{fn}: pro_maps needs masks and maps")
     auroc = metrics.image_auroc(labels, scores)
     fpr, tpr = metrics.roc_curve(labels, scores)
     y = metrics._as_labels(fn, "labels", labels).reshape(-1)
@@ -294,10 +298,11 @@ def plot_evaluation(path, *, labels, scores, masks=None, maps=None, title: str =
     ax.legend()
     if masks is not None:
         p_auroc = metrics.pixel_auroc(masks, maps)
-        pro = metrics.aupro(masks, maps, 0.3)
+        pro_maps = maps if pro_maps is None else pro_maps
+        pro = metrics.aupro(masks, pro_maps, 0.3)
         fpr, tpr = metrics.roc_curve(masks, maps, max_points=_PLOT_POINTS)
         _roc_axes(axes[1, 0], fpr, tpr, f"pixel AUROC {p_auroc:.4f}", "pixel ROC")
-        fpr, pro_y = metrics.pro_curve(masks, maps, 0.3, max_points=_PLOT_POINTS)
+        fpr, pro_y = metrics.pro_curve(masks, pro_maps, 0.3, max_points=_PLOT_POINTS)
         ax = axes[1, 1]
         ax.plot(fpr, pro_y, color="tab:green", label=f"AUPRO@0.3 {pro:.4f}")
         ax.set_xlim(0.0, 0.3)

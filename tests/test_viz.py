@@ -165,6 +165,24 @@ def test_plot_evaluation_with_and_without_pixels(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["all.png", "img.png"]
 
 
+def test_plot_evaluation_pro_panel_uses_pro_maps(tmp_path, monkeypatch):
+    """The PRO panel's AUPRO is computed on pro_maps when given (a preset may blur them differently)."""
+    rng = np.random.default_rng(5)
+    masks = np.zeros((4, 16, 16), dtype=bool)
+    masks[2:, 4:8, 4:10] = True
+    maps = (rng.random(masks.shape) + 0.7 * masks).astype(np.float32)
+    pro_maps = maps[:, ::-1].copy()
+    seen = []
+    real = viz.metrics.aupro
+    monkeypatch.setattr(viz.metrics, "aupro", lambda m, a, *args, **kw: seen.append(a) or real(m, a, *args, **kw))
+    labels, scores = masks.reshape(4, -1).any(1), maps.reshape(4, -1).max(1)
+    viz.plot_evaluation(tmp_path / "a.png", labels=labels, scores=scores, masks=masks, maps=maps, pro_maps=pro_maps)
+    viz.plot_evaluation(tmp_path / "b.png", labels=labels, scores=scores, masks=masks, maps=maps)
+    assert len(seen) == 2 and seen[0] is pro_maps and seen[1] is maps
+    with pytest.raises(ValueError, match="pro_maps needs masks and maps"):
+        viz.plot_evaluation(tmp_path / "c.png", labels=labels, scores=scores, pro_maps=pro_maps)
+
+
 def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     target = tmp_path / "x.png"
 
