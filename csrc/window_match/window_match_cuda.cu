@@ -20,7 +20,7 @@
 // are scarce next to mma.sync (a warp's stage is 64 HMMA + 24 LDSM), so the stage bookkeeping is kept small: two
 // cursors step through the stages instead of dividing a stage index, and each thread copies a fixed 16-byte column
 // of every (threads / 8)-th row with 32-bit offsets (N * Cp < 2^31 is checked). Measured in the sm_90 SASS of the
-// fp16 kernel: 180 instructions per stage before the first HMMA, down from about 360 with per-copy index division.
+// fp16 kernel: 174 instructions per stage before the first HMMA, down from about 360 with per-copy index division.
 // Bytes moved per block: NQ*Cp*e (query, once) + ceil(N/64)*|neighbourhood|*64*Cp*e (templates, from L2);
 // FLOPs: 2 * 64*ceil(N/64) * NQ * Cp * (active stages), of which 2*B*N*C*sum_p |window(p)| are useful.
 // Launch: grid = ceil(B/BI) * ceil(H/TY) * ceil(W/TX) blocks of 32..128 threads; the largest NQ whose shared memory
@@ -418,6 +418,12 @@ HETMM_UNROLL
     }
 }
 
+// Grid of the element-wise grid-stride kernels below (blocks of kElementwiseThreads).
+constexpr int kElementwiseThreads = 256;
+unsigned elementwise_blocks(int64_t n) {
+  return static_cast<unsigned>(std::min<int64_t>((n + kElementwiseThreads - 1) / kElementwiseThreads, 65535));
+}
+
 __global__ void round_tf32_kernel(uint32_t* data, int64_t n) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -514,10 +520,10 @@ cudaError_t launch(const WindowMatchCudaProblem& pr, const CudaDeviceLimits& lim
   prm.bwd_keys = reinterpret_cast<int*>(pr.bwd);
 
   const int64_t n_out = pr.B * pr.H * pr.W;
-  const unsigned fill_blocks = static_cast<unsigned>(std::min<int64_t>((n_out + 255) / 256, 65535));
+  const unsigned fill_blocks = elementwise_blocks(n_out);
   const int minus_one_key = cu::ordered_key_from_bits(static_cast<int>(0xbf800000u));  // -1.0f
-  HETMM_LAUNCH(fill_keys_kernel, cu::dim3_t(fill_blocks), cu::dim3_t(256), 0, stream, prm.bwd_keys, n_out,
-               minus_one_key);
+  HETMM_LAUNCH(fill_keys_kernel, cu::dim3_t(fill_blocks), cu::dim3_t(kElementwiseThreads), 0, stream, prm.bwd_keys,
+               n_out, minus_one_key);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
 
@@ -528,7 +534,8 @@ cudaError_t launch(const WindowMatchCudaProblem& pr, const CudaDeviceLimits& lim
   err = cudaGetLastError();
   if (err != cudaSuccess) return err;
 
-  HETMM_LAUNCH(keys_to_float_kernel, cu::dim3_t(fill_blocks), cu::dim3_t(256), 0, stream, prm.bwd_keys, n_out);
+  HETMM_LAUNCH(keys_to_float_kernel, cu::dim3_t(fill_blocks), cu::dim3_t(kElementwiseThreads), 0, stream,
+               prm.bwd_keys, n_out);
   return cudaGetLastError();
 }
 
@@ -584,9 +591,8 @@ int64_t window_match_cuda_max_channels(WindowMatchCudaPath path, int max_smem_pe
 cudaError_t window_match_cuda_round_tf32(float* data, int64_t n, cudaStream_t stream) {
   if (n < 0 || (n > 0 && !data)) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 65535));
-  HETMM_LAUNCH(round_tf32_kernel, cu::dim3_t(blocks), cu::dim3_t(256), 0, stream, reinterpret_cast<uint32_t*>(data),
-               n);
+  HETMM_LAUNCH(round_tf32_kernel, cu::dim3_t(elementwise_blocks(n)), cu::dim3_t(kElementwiseThreads), 0, stream,
+               reinterpret_cast<uint32_t*>(data), n);
   return cudaGetLastError();
 }
 
