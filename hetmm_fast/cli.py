@@ -34,9 +34,9 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 
 def _dtype_kwargs(args) -> dict:
-    import torch
+    from .detector import _dtype_from_name
 
-    return {"dtype": getattr(torch, args.dtype), "backbone_dtype": getattr(torch, args.backbone_dtype)}
+    return {"dtype": _dtype_from_name(args.dtype), "backbone_dtype": _dtype_from_name(args.backbone_dtype)}
 
 
 def _model_args(p: argparse.ArgumentParser, with_category: bool = True) -> None:
