@@ -281,8 +281,6 @@ class HETMM:
                     parts[key].append(value.cpu())
                 names += batch_names
                 bar.update(batch.shape[0])
-        if not parts["raw"]:
-            raise ValueError("HETMM.predict: no images given")
         raw, maps, scores = (torch.cat(parts[k]) for k in ("raw", "maps", "scores"))
         pro = maps if same_pro else torch.cat(parts["pro"])
         self.timings["predict"] = time.perf_counter() - t0
