@@ -325,7 +325,7 @@ def _reader_threads() -> int:
         try:
             value = int(env)
         except ValueError:
-            raise ValueError(f"HETMM_READ_THREADS must be an int >= 1, got {env!r}") from None
+            value = 0
         if value < 1:
             raise ValueError(f"HETMM_READ_THREADS must be an int >= 1, got {env!r}")
         return value
