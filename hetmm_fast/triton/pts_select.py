@@ -61,7 +61,7 @@ def _gram_kernel(
                 if a.dtype != tl.float64:  # widen through fp32 (exact): the interpreter cannot widen bf16 directly
                     a = a.to(tl.float32)
                     b = b.to(tl.float32)
-                acc = tl.dot(a.to(tl.float64), b.to(tl.float64), acc, input_precision="ieee")
+                acc = tl.dot(a.to(tl.float64), b.to(tl.float64), acc, input_precision="ieee", out_dtype=tl.float64)
             elif UPCAST or a.dtype == tl.float64:
                 acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision=PRECISION)
             else:
@@ -89,6 +89,25 @@ def _gram_kernel(
         tl.store(d_ptr + out, tl.maximum(1.0 - acc, 0.0), mask=ok)
 
 
+def _gram_kernel_args(templates, dtype, start, want_g, want_d, fp64_dot, precision, g=None, d=None):
+    """Positional arguments and constexprs of one ``_gram_kernel`` launch (outputs ``g``/``d`` as allocated, or
+    placeholders of ``dtype`` for ahead-of-time compilation)."""
+    N, C, H, W = templates.shape
+    if g is None and d is None:
+        g = d = torch.empty((0,), dtype=dtype, device="meta")
+    blk = 16 if N <= 16 else 32
+    out_g = g if g is not None else d  # the kernel skips the store of an output it was not asked for
+    out_d = d if d is not None else g
+    args = (templates, out_g, out_d, N, C, W, start, *templates.stride())
+    meta = dict(
+        WRITE_G=want_g, WRITE_D=want_d, FP64=dtype == torch.float64, USE_DOT=dtype != torch.float64 or fp64_dot,
+        UPCAST=INTERPRET and templates.dtype == torch.bfloat16,  # see window_match._kernel_args
+        PRECISION=precision if templates.dtype in (torch.float32, torch.float64) else "tf32",
+        BI=blk, BJ=blk, BC=16 if INTERPRET else 32,
+    )
+    return args, meta
+
+
 def _launch(templates, dtype, start, stop, want_g, want_d, fp64_dot, precision, fn="pixel_gram"):
     op = f"{fn}[triton]"
     check_feature_tensor(op, "templates", templates)
@@ -107,21 +126,13 @@ def _launch(templates, dtype, start, stop, want_g, want_d, fp64_dot, precision, 
     why = can_run((templates,))
     if why:
         raise RuntimeError(f"hetmm.{op}: cannot run: {'; '.join(why)}")
-    fp64 = dtype == torch.float64
     shape = (stop - start, N, N)
     g = torch.empty(shape, dtype=dtype, device=templates.device) if want_g else None
     d = torch.empty(shape, dtype=dtype, device=templates.device) if want_d else None
-    blk = 16 if N <= 16 else 32
-    out_g = g if g is not None else d  # the kernel skips the store of an output it was not asked for
-    out_d = d if d is not None else g
+    args, meta = _gram_kernel_args(templates, dtype, start, want_g, want_d, fp64_dot, precision, g, d)
+    blk = meta["BI"]
     with device_guard(templates):
-        _gram_kernel[(stop - start, triton.cdiv(N, blk), triton.cdiv(N, blk))](
-            templates, out_g, out_d, N, C, W, start, *templates.stride(),
-            WRITE_G=want_g, WRITE_D=want_d, FP64=fp64, USE_DOT=not fp64 or fp64_dot,
-            UPCAST=INTERPRET and templates.dtype == torch.bfloat16,  # see window_match._kernel_args
-            PRECISION=precision if templates.dtype in (torch.float32, torch.float64) else "tf32",
-            BI=blk, BJ=blk, BC=16 if INTERPRET else 32,
-        )
+        _gram_kernel[(stop - start, triton.cdiv(N, blk), triton.cdiv(N, blk))](*args, **meta)
     return g, d
 
 
