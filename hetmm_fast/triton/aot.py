@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -225,7 +226,8 @@ def main(argv=None) -> int:
     rows = compile_all(a.arch, full=not a.quick, progress=lambda r: print(_row_text(r), flush=True))
     if a.json:
         info = dict(triton=triton.__version__, torch=torch.__version__, python=sys.version.split()[0],
-                    date=time.strftime("%Y-%m-%d"), ptxas=_ptxas_version())
+                    date=time.strftime("%Y-%m-%d"), ptxas=_ptxas_version(),
+                    machine=f"{platform.platform()}, {os.cpu_count()} CPUs: compiled only, nothing ran on a GPU")
         tmp = a.json + ".tmp"
         with open(tmp, "w") as f:
             json.dump(dict(versions=info, rows=rows), f, indent=1)
