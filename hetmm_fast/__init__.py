@@ -6,6 +6,7 @@ Ops (namespace ``hetmm``; each with a pure-PyTorch reference and compiled/Triton
     labels = hetmm_fast.optics_labels(dist, min_samples, xi=0.05, backend=None)
     sel = hetmm_fast.pts_select(templates, size=60, backend=None)
     hetmm_fast.available_backends()
+    templates = hetmm_fast.pixel_major(templates)  # the CUDA kernel's layout: read in place, not repacked per call
 
 Detector::
 
@@ -16,10 +17,11 @@ Detector::
 from __future__ import annotations
 
 from ._backends import available_backends
-from .ops import optics_labels, pts_select, window_match
+from .ops import optics_labels, pixel_major, pts_select, window_match
 
 __version__ = "0.1.0"
-__all__ = ["HETMM", "GraphedAnomalyMap", "Prediction", "available_backends", "optics_labels", "pts_select", "window_match", "__version__"]
+__all__ = ["HETMM", "GraphedAnomalyMap", "Prediction", "available_backends", "optics_labels", "pixel_major", "pts_select",
+           "window_match", "__version__"]
 
 
 def __getattr__(name: str):

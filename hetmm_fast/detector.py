@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from . import __version__
 from .bank import BankError, load_bank, save_bank
-from .ops import pts_select, window_match
+from . import _backends
+from .ops import pixel_major, pts_select, window_match
 from .ops.pts_select import _gather as gather_sheets
 from .postprocess import apply_map, image_scores
 from .presets import IMAGENET_MEAN, IMAGENET_STD, Preset, get_preset
@@ -178,7 +179,8 @@ class HETMM:
         """Build the ALL set from normal images (folder | paths | PIL | numpy HxWx3 uint8 | Tensor[B, 3, H, W]).
         Replaces any previous templates and selection. Returns self."""
         t0 = time.perf_counter()
-        self.templates, self.template_names = self._extract(images, "templates")
+        templates, self.template_names = self._extract(images, "templates")
+        self.templates = self._matching_layout(templates)
         self.selection = self._selected = None
         self.tsize = None
         self.timings["fit"] = time.perf_counter() - t0
@@ -212,7 +214,7 @@ class HETMM:
                 s, i = pts_select(t, k, backend=self.backend, return_indices=True, progress=bar.update)
                 sel.append(s)
                 idx.append(i)
-        self._selected, self.selection, self.tsize = sel, idx, k
+        self._selected, self.selection, self.tsize = self._matching_layout(sel), idx, k
         self.timings["select"] = time.perf_counter() - t0
         return self
 
@@ -226,12 +228,23 @@ class HETMM:
         templates = self._require_templates("add_normals")
         t0 = time.perf_counter()
         new, names = self._extract(images, "new templates")
-        self.templates = [torch.cat([a, b]) for a, b in zip(templates, new)]
+        self.templates = self._matching_layout([torch.cat([a, b]) for a, b in zip(templates, new)])
         self.template_names += names
         self.timings["add_normals"] = time.perf_counter() - t0
         if self.tsize is not None:
             self.select(self.tsize)
         return self
+
+    def _matching_layout(self, templates: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Templates as the detector stores them: :func:`hetmm_fast.pixel_major` when they will be matched by the
+        CUDA kernel, which then reads them in place instead of repacking them on every batch; else unchanged."""
+        if self.device.type != "cuda" or not templates:
+            return templates
+        try:
+            name, _ = _backends.select("window_match", self.backend, (templates[0], templates[0]))
+        except RuntimeError:  # the backend cannot run: window_match raises with the reasons when it is called
+            return templates
+        return [pixel_major(t) for t in templates] if name == "cuda" else templates
 
     @property
     def active_templates(self) -> list[torch.Tensor]:
@@ -333,12 +346,13 @@ class HETMM:
                                 + (" (pass the same weights= file)" if key == "weights_id" else ""))
         if [list(s) for s in det.feature_sizes] != meta["feature_sizes"]:
             raise BankError(f"{path}: feature sizes {meta['feature_sizes']} do not match image_size {meta['image_size']}")
-        det.templates = [tensors[f"all.{j}"].to(det.device) for j in range(len(b.strides))]
+        det.templates = det._matching_layout([tensors[f"all.{j}"].to(det.device) for j in range(len(b.strides))])
         det.template_names = list(meta.get("template_names", []))
         if meta["tsize"] is not None:
             det.selection = [tensors[f"sel.{j}"].to(det.device) for j in range(len(b.strides))]
             det.tsize = meta["tsize"]
-            det._selected = [gather_sheets(t, i, backend) for t, i in zip(det.templates, det.selection)]
+            det._selected = det._matching_layout([gather_sheets(t, i, backend) for t, i in zip(det.templates,
+                                                                                                det.selection)])
         return det
 
     def __repr__(self) -> str:

@@ -71,6 +71,21 @@ def test_select_and_roundtrip(tmp_path, train):
     assert [p.name for p in tmp_path.iterdir()] == ["bank.hetmm"]  # no temp files left
 
 
+def test_pixel_major_templates_only_on_cuda_and_saved_like_any(tmp_path, train):
+    """On the CPU the templates stay NCHW; a detector on a GPU keeps them pixel-major (tested in test_engine_cuda),
+    and such templates save, load and match exactly like NCHW ones."""
+    det = hf.HETMM(image_size=S, progress=False).fit(train)
+    assert all(t.is_contiguous() for t in det.templates)
+    q = images(2, seed=5)
+    want = det.predict(q)
+    det.templates = [hf.pixel_major(t) for t in det.templates]
+    assert not any(t.is_contiguous() for t in det.templates)
+    assert torch.equal(det.predict(q).maps, want.maps)
+    back = hf.HETMM.load(det.save(tmp_path / "bank.hetmm"), progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(back.templates, det.templates))
+    assert torch.equal(back.predict(q).maps, want.maps)
+
+
 def test_add_normals_equals_fit_on_union(train):
     extra = images(3, seed=5)
     a = hf.HETMM(image_size=S, progress=False).fit(train).select(4).add_normals(extra)

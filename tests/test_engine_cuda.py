@@ -263,6 +263,54 @@ def test_tile_size_cap_changes_no_bit(dtype):
 
 
 @gpu
+@pytest.mark.parametrize("dtype, precision", [(torch.float16, "exact"), (torch.bfloat16, "exact"),
+                                              (torch.float32, "exact"), (torch.float32, "tf32"),
+                                              (torch.float64, "exact")])
+def test_pixel_major_inputs_read_in_place(dtype, precision):
+    """Pixel-major inputs (hf.pixel_major) give the same bits as NCHW ones; except on the TF32 path (which rounds a
+    copy) the kernel reads them without packing a copy, and no path writes to them."""
+    q, t = feats((2, 64, 12, 10), seed=23).to(dtype), feats((40, 64, 12, 10), seed=24).to(dtype)
+    qp, tp = hf.pixel_major(q), hf.pixel_major(t)
+    t_before = tp.clone()
+    with engine.precision(precision):
+        want = hf.window_match(q, t, 7, 3, backend="cuda")
+        torch.cuda.synchronize()
+
+        def extra_bytes(qx, tx):
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            out = hf.window_match(qx, tx, 7, 3, backend="cuda")
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() - base, out
+
+        nchw, _ = extra_bytes(q, t)
+        pm, got = extra_bytes(qp, tp)
+    for x, y in zip(got, want):
+        assert torch.equal(x, y)
+    assert torch.equal(tp, t_before)
+    t_bytes = t.numel() * t.element_size()
+    if precision == "tf32":
+        assert pm >= t_bytes  # packed and rounded copies
+    else:
+        assert pm <= nchw - t_bytes, (pm, nchw, t_bytes)
+
+
+@gpu
+def test_detector_keeps_cuda_templates_pixel_major():
+    det = hf.HETMM(backbone="resnet18", pretrained=False, image_size=64, progress=False, device="cuda")
+    g = torch.Generator().manual_seed(2)
+    det.fit(torch.rand(4, 3, 64, 64, generator=g))
+    for t in det.templates:
+        assert hf.pixel_major(t) is t
+    det.select(2)
+    for t in det.active_templates:
+        assert hf.pixel_major(t) is t
+    forced = hf.HETMM(backbone="resnet18", pretrained=False, image_size=64, progress=False, device="cuda",
+                      backend="torch").fit(torch.rand(2, 3, 64, 64, generator=g))
+    assert all(t.is_contiguous() for t in forced.templates)  # only the CUDA kernel gains from the layout
+
+
+@gpu
 def test_values_init_and_ladder():
     q = feats((1, 4, 3, 3), seed=15)
     f, b = hf.window_match(q, q.clone(), 3, 3)

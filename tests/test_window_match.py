@@ -140,3 +140,28 @@ def test_available_backends_shape():
     assert all(isinstance(v, list) and all(isinstance(s, str) and s for s in v) for v in av.values())
     if not torch.cuda.is_available():
         assert "no CUDA device" in av["cuda"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# pixel_major: the CUDA kernel's input layout, accepted by every backend.
+
+
+def test_pixel_major_layout_values_and_identity():
+    x = torch.randn(3, 5, 4, 6, dtype=torch.float64)
+    p = hf.pixel_major(x)
+    assert p.shape == x.shape and torch.equal(p, x)
+    assert p.permute(2, 3, 0, 1).is_contiguous() and not p.is_contiguous()
+    assert hf.pixel_major(p) is p  # already pixel-major: no copy
+    with pytest.raises(ValueError, match="4-D"):
+        hf.pixel_major(x[0])
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_pixel_major_inputs_give_the_same_results(backend):
+    if backend == "cpu" and hf.available_backends()["cpu"]:
+        pytest.skip("CPU engine not built")
+    q, t = unit_features((2, 20, 7, 9), seed=31), unit_features((6, 20, 7, 9), seed=32)
+    want = hf.window_match(q, t, 5, 3, backend=backend)
+    got = hf.window_match(hf.pixel_major(q), hf.pixel_major(t), 5, 3, backend=backend)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-6 if backend == "torch" else 0)

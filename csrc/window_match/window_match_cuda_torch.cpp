@@ -1,7 +1,8 @@
 // Tensor-level CUDA wrapper of window_match: boundary checks, precision path, packing of the inputs into the
 // pixel-major layout of window_match_cuda.h, output allocation, device guard and current stream; the work is done by
-// the torch-free launchers of window_match_cuda.cu. Also defines the CUDA engine's private ops (schemas here because
-// they exist only in CUDA builds):
+// the torch-free launchers of window_match_cuda.cu. Inputs already in the packed layout ([H][W][M][C] memory, C a
+// multiple of 128 bytes, 16-byte aligned) are read in place, except on the TF32 path, which rounds a copy. Also
+// defines the CUDA engine's private ops (schemas here because they exist only in CUDA builds):
 //   _cuda_set_fp32_precision(str mode) -> ()     "exact" (default) or "tf32": arithmetic of float32 inputs
 //   _cuda_fp32_precision() -> str
 //   _cuda_set_window_match_max_warps(int warps) -> ()   0 (automatic, default), 1, 2 or 4: cap on the fused
@@ -21,6 +22,7 @@
 #include <torch/library.h>
 
 #include <atomic>
+#include <cstdint>
 #include <string>
 #include <tuple>
 
@@ -99,8 +101,17 @@ void check_inputs(const char* op, const at::Tensor& query, const at::Tensor& tem
                     templates.sizes());
 }
 
-// x [M, C, H, W] (any strides) -> [H*W][M][Cp] contiguous, zero in channels C..Cp-1.
-at::Tensor pack_pixel_major(const at::Tensor& x, int64_t Cp) {
+// Whether x [M, C, H, W] already has the kernel's layout: [H][W][M][C] memory (x.permute(2, 3, 0, 1) contiguous),
+// no channel padding needed and 16-byte aligned for cp.async. A detector's stored templates are kept this way.
+bool is_pixel_major(const at::Tensor& x, int64_t Cp) {
+  return x.size(1) == Cp && x.permute({2, 3, 0, 1}).is_contiguous() &&
+         reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
+}
+
+// x [M, C, H, W] (any strides) -> [H*W][M][Cp] contiguous, zero in channels C..Cp-1. With in_place_ok, an x that
+// is_pixel_major is returned as it is (no copy): the caller must then not write to the result.
+at::Tensor pack_pixel_major(const at::Tensor& x, int64_t Cp, bool in_place_ok) {
+  if (in_place_ok && is_pixel_major(x, Cp)) return x;
   const int64_t M = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   at::Tensor out = Cp == C ? at::empty({H, W, M, Cp}, x.options()) : at::zeros({H, W, M, Cp}, x.options());
   out.narrow(3, 0, C).copy_(x.permute({2, 3, 0, 1}));
@@ -122,9 +133,11 @@ std::tuple<at::Tensor, at::Tensor> window_match_cuda_torch(const at::Tensor& que
   const int64_t Cp = window_match_cuda_padded_channels(path, C);
   TORCH_CHECK_VALUE(N * Cp <= 0x7fffffffLL, op, ": the templates of one pixel (N=", N, " x ", Cp,
                     " padded channels) must number under 2^31 elements");
-  const at::Tensor qp = pack_pixel_major(query, Cp);
-  const at::Tensor tp = pack_pixel_major(templates, Cp);
-  if (path == WindowMatchCudaPath::kTF32)  // the kernel takes TF32 values; rounding the packed copies costs one pass
+  // TF32 rounds the packed copies in place, so it always copies; the other paths read pixel-major inputs in place.
+  const bool tf32 = path == WindowMatchCudaPath::kTF32;
+  const at::Tensor qp = pack_pixel_major(query, Cp, !tf32);
+  const at::Tensor tp = pack_pixel_major(templates, Cp, !tf32);
+  if (tf32)  // the kernel takes TF32 values; rounding the packed copies costs one pass
     for (const at::Tensor& x : {qp, tp})
       C10_CUDA_CHECK(window_match_cuda_round_tf32(x.data_ptr<float>(), x.numel(), c10::cuda::getCurrentCUDAStream()));
   at::Tensor fwd = at::empty({B, H, W}, query.options().dtype(at::kFloat));

@@ -31,7 +31,25 @@ def window_match(
     Returns:
         (forward, backward): Tensor[B, H, W] float32 each; the max cosine similarity over templates and window
         positions clipped at the border, with -1 as the initial value of the running max.
+
+    Any strides are accepted. The CUDA kernel streams both inputs pixel-major and repacks them on every call unless
+    they already are (see :func:`pixel_major`): templates matched many times are worth converting once.
     """
     check_window_match(query, templates, fwd_window, bwd_window)
     _, fn = _backends.select("window_match", backend, (query, templates))
     return fn(query, templates, fwd_window, bwd_window)
+
+
+def pixel_major(x: torch.Tensor) -> torch.Tensor:
+    """``x`` Tensor[M, C, H, W] with the same values and shape, its memory laid out ``[H][W][M][C]``
+    (``x.permute(2, 3, 0, 1)`` contiguous); returns ``x`` itself when it already is.
+
+    This is the layout the CUDA :func:`window_match` kernel reads: given templates (or a query) in it, with C a
+    multiple of 128 bytes (64 channels in float16/bfloat16, 32 in float32, 16 in float64), the kernel reads them in
+    place instead of packing a copy on every call (float32 with TF32 matching still copies, to round). Every backend
+    accepts the layout; :class:`hetmm_fast.HETMM` keeps its templates this way on a GPU.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"hetmm.pixel_major: expected a 4-D Tensor[M, C, H, W], got shape {tuple(x.shape)}")
+    hwmc = x.permute(2, 3, 0, 1)
+    return x if hwmc.is_contiguous() else hwmc.contiguous().permute(2, 3, 0, 1)
