@@ -186,6 +186,8 @@ if h:
            f"- speedup vs naive kernel: {fmt(h.get('speedup_vs_naive'))}x (target >= {t.get('naive_speedup')}x)",
            f"- fraction of fp16 GEMM ({fmt(h.get('gemm_fp16_tflops'))} TFLOP/s): {fmt(h.get('fraction_of_gemm'))} "
            f"(target >= {t.get('gemm_fraction')})",
+           f"- templates pixel-major (as the detector keeps them): {fmt(h.get('fused_fp16_pixel_major_templates_ms'))} "
+           f"ms, fraction of GEMM {fmt(h.get('fraction_of_gemm_pixel_major_templates'))}",
            f"- speedup vs PyTorch reference: {fmt(h.get('speedup_vs_reference'))}x",
            "- ms by warps per block (tuning): " + ", ".join(f"{k}: {fmt(v)}" for k, v in
                                                             h.get("fp16_ms_by_max_warps", {}).items())]
