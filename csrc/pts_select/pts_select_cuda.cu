@@ -5,6 +5,10 @@
 // (converted to float64; zeros beyond C/N), and every output is one FMA chain over c = 0..C-1 in ascending order:
 // the CPU engine's arithmetic, hence the same G to the last bit. FLOPs 2*N^2*C per pixel (the symmetric half is
 // recomputed rather than mirrored: identical values, simpler writes); bytes: X read ceil(N/64) times per pixel.
+// Not cuBLAS: a batched DGEMM sums in its own blocked order, so G could differ from the CPU engine's in the last bits
+// and OPTICS could break a near-tie differently; equal partitions are the contract. A category at N = 400 (layers
+// 256x64x64, 512x32x32, 1024x16x16) is 0.59 TFLOP of float64, against the H200's 34 TFLOP/s FP64 vector peak
+// (NVIDIA H200 datasheet).
 // pts_choose_kernel: one block of 128 threads per pixel. Thread 0 buckets the cluster members by first appearance
 // (O(N)); each medoid is an argmax over the cluster's members of an ascending-order row sum (one member per thread,
 // O(|cluster|^2) reads), then the greedy hard normals: per step an argmin of dp over the unchosen points (ties to
