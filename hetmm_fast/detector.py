@@ -12,9 +12,8 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 
-from . import __version__
+from . import __version__, _backends
 from .bank import BankError, load_bank, save_bank
-from . import _backends
 from .ops import pixel_major, pts_select, window_match
 from .ops.pts_select import _gather as gather_sheets
 from .postprocess import apply_map, image_scores
