@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import triton
@@ -78,7 +78,6 @@ class Variant:
     shape: dict  # the problem the launch arguments are taken from
     config: dict  # tile constexprs and num_warps / num_stages
     label: str = ""
-    result: dict = field(default_factory=dict)  # filled by compile_variant
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -128,6 +127,14 @@ def cubin_resources(cubin: bytes) -> dict:
     return dict(registers=regs, stack_bytes=stack, static_shared_bytes=static_shared, local_bytes=local)
 
 
+def _error_text(e: Exception) -> str:
+    """A compile failure for the report. Triton's CompilationError text is the kernel source up to the failing
+    statement and a caret, then the reason when it has one (a bare assertion inside Triton has none: its type,
+    the chained cause, is added), so the end is what matters."""
+    text = f"{type(e).__name__}: ...{str(e)[-1500:]}"
+    return text + (f"\ncaused by {e.__cause__!r}" if e.__cause__ is not None else "")
+
+
 def compile_variant(v: Variant, arch: int) -> dict:
     """Compile ``v`` for ``sm_<arch>`` and return its resources (``ok`` False with the error when it fails)."""
     fn, args, kwargs = _LAUNCHERS[v.kernel](v)
@@ -136,8 +143,7 @@ def compile_variant(v: Variant, arch: int) -> dict:
         with _target(arch):
             kernel = fn.warmup(*args, grid=(1,), **kwargs)
     except Exception as e:  # noqa: BLE001 - the report records every failure with its message
-        return dict(ok=False, arch=arch, error=f"{type(e).__name__}: {e}"[:2000],
-                    seconds=round(time.perf_counter() - t0, 2))
+        return dict(ok=False, arch=arch, error=_error_text(e), seconds=round(time.perf_counter() - t0, 2))
     res = cubin_resources(kernel.asm["cubin"])
     dyn = int(kernel.metadata.shared)
     shared = dyn + res["static_shared_bytes"]
@@ -165,6 +171,7 @@ def window_match_variants(full: bool = True) -> list[Variant]:
     configs = [dict(c) for c in _wm.GPU_CONFIGS]
     multi = configs[1]  # BC=32 < C: channel loop
     one = next(c for c in configs if c["BC"] >= HEADLINE["C"])  # C fits one chunk
+
     def name(c):
         return f"config {configs.index(c)}"
 
@@ -211,7 +218,8 @@ def _row_text(row: dict) -> str:
     r = row["result"]
     head = f"sm_{r['arch']} {row['kernel']:<12} {row['label']:<34}"
     if not r["ok"]:
-        return f"{head} FAILED {r['error'].splitlines()[0][:120]}"
+        lines = [ln.strip() for ln in r["error"].splitlines() if ln.strip() and set(ln.strip()) != {"^"}]
+        return f"{head} FAILED {' | '.join(lines[-2:])[:160]}"  # the failing statement and the reason
     return (f"{head} regs {r['registers']:>3} stack {r['stack_bytes']:>4} B shared {r['shared_bytes'] / 1024:6.1f} KiB"
             f"{'' if r['fits_shared'] else ' (OVER LIMIT)'} mma {r['mma_sync']:>4} wgmma {r['wgmma']:>3}"
             f" {r['seconds']:5.1f} s")
