@@ -359,8 +359,7 @@ cudaError_t optics_labels_cuda(const double* src, bool src_is_gram, int64_t P, i
   const Workspace w = carve(workspace, P, N, nullptr);
   const int warps = N <= 512 ? 1 : N <= 1024 ? 2 : N <= 2048 ? 4 : 8;
   const size_t smem = order_smem_bytes(N);
-  cudaError_t err = cudaFuncSetAttribute(optics_order_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem));
+  cudaError_t err = allow_max_dynamic_smem(optics_order_kernel, limits);
   if (err != cudaSuccess) return err;
   HETMM_LAUNCH(optics_order_kernel, cu::dim3_t(static_cast<unsigned>(P)), cu::dim3_t(32 * warps), smem, stream, src,
                src_is_gram, static_cast<int>(N), static_cast<int>(min_samples), w.order, w.reach, w.pred);

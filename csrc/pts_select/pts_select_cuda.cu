@@ -241,8 +241,7 @@ cudaError_t pts_choose_cuda(const double* G, const int64_t* labels, int64_t P, i
       N > pts_choose_cuda_max_points(limits.max_smem_per_block))
     return cudaErrorInvalidValue;
   const size_t smem = choose_smem_bytes(N);
-  cudaError_t err =
-      cudaFuncSetAttribute(pts_choose_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  cudaError_t err = allow_max_dynamic_smem(pts_choose_kernel, limits);
   if (err != cudaSuccess) return err;
   HETMM_LAUNCH(pts_choose_kernel, cu::dim3_t(static_cast<unsigned>(P)), cu::dim3_t(kChooseThreads), smem, stream, G,
                labels, static_cast<int>(N), static_cast<int>(K), out);

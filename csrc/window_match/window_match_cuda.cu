@@ -528,7 +528,7 @@ cudaError_t launch(const WindowMatchCudaProblem& pr, const CudaDeviceLimits& lim
   if (err != cudaSuccess) return err;
 
   auto kernel = window_match_kernel<P>;
-  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(c.smem));
+  err = allow_max_dynamic_smem(kernel, lim);
   if (err != cudaSuccess) return err;
   HETMM_LAUNCH(kernel, cu::dim3_t(static_cast<unsigned>(c.blocks)), cu::dim3_t(32 * c.warps), c.smem, stream, prm);
   err = cudaGetLastError();
