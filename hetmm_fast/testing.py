@@ -24,6 +24,19 @@ def noncontiguous(x: torch.Tensor) -> torch.Tensor:
     return view
 
 
+def tf32_round(x: torch.Tensor) -> torch.Tensor:
+    """float32 -> TF32 value (10 mantissa bits, round to nearest, ties away from zero), as cvt.rna does."""
+    bits = x.float().contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def tf32_truncate(x: torch.Tensor) -> torch.Tensor:
+    """float32 -> TF32 value by dropping the 13 low mantissa bits: what tensor cores read from a float32 register
+    that was not rounded first (Triton's ``tl.dot`` with ``input_precision="tf32"``)."""
+    bits = x.float().contiguous().view(torch.int32)
+    return (bits & ~0x1FFF).view(torch.float32)
+
+
 def brute_window_match(query: torch.Tensor, templates: torch.Tensor, kf: int, kb: int):
     """SPEC §2 by definition, float64, looping over pixels and window positions: (forward, backward) float64."""
     q = query.double()

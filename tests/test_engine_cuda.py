@@ -28,6 +28,7 @@ from hetmm_fast.testing import (
     cosine_distances,
     noncontiguous,
     same_partition,
+    tf32_round,
     unit_features,
 )
 
@@ -65,12 +66,6 @@ def feats(shape, dtype=torch.float32, seed=0):
 
 def cpu_backend_usable() -> bool:
     return not hf.available_backends()["cpu"]
-
-
-def tf32_round(x: torch.Tensor) -> torch.Tensor:
-    """float32 -> TF32 value (10 mantissa bits, round to nearest, ties away from zero), as cvt.rna does."""
-    bits = x.float().contiguous().view(torch.int32)
-    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
 
 
 def oracle(q: torch.Tensor, t: torch.Tensor, kf: int, kb: int):
@@ -421,6 +416,17 @@ def test_pts_select_equals_cpu_engine(n, c, h, w, size):
         from test_pts_select import expected_indices  # the plain-Python transcription of SPEC §4
 
         assert torch.equal(idx.cpu(), expected_indices(t.cpu(), size))
+
+
+@gpu
+def test_pts_select_op_takes_one_template():
+    """N = 1 reaches the op only when called directly (the public op returns early for size >= N); min_samples = 2
+    exceeds N there, which the OPTICS launcher refuses, so the wrapper answers itself, like the CPU engine."""
+    t = clustered_templates(1, 5, 2, 3, seed=3)
+    got = torch.ops.hetmm.pts_select(t, 1)
+    assert got.device.type == "cuda" and torch.equal(got.cpu(), torch.zeros(1, 2, 3, dtype=torch.int64))
+    if cpu_backend_usable():
+        assert torch.equal(got.cpu(), torch.ops.hetmm.pts_select(t.cpu(), 1))
 
 
 @gpu

@@ -5,6 +5,7 @@
 // Private op (CUDA builds only): _pts_select_cuda_max_points(int device) -> int, the largest N a device takes.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -47,6 +48,9 @@ at::Tensor pts_select_cuda_torch(const at::Tensor& templates, int64_t size) {
   TORCH_CHECK_VALUE(N <= 0x7fffffffLL && C <= 0x7fffffffLL, op, ": sizes must fit in 32-bit ints, got ",
                     templates.sizes());
   TORCH_CHECK_VALUE(templates.isfinite().all().item<bool>(), op, ": templates contain NaN or infinite values");
+
+  // One template: it is the only choice (min_samples = 2 would exceed N, which the OPTICS launcher refuses).
+  if (N == 1) return at::zeros({1, H, W}, templates.options().dtype(at::kLong));
 
   const at::ScalarType cdt = dt == at::kDouble ? at::kDouble : at::kFloat;
   const int64_t P = H * W, K = size, ms = pts_min_samples(N, K);
