@@ -384,7 +384,7 @@ class GraphedAnomalyMap:
                 det.anomaly_map(self._input)
         torch.cuda.current_stream(det.device).wait_stream(side)
         self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph):
+        with torch.cuda.device(det.device), torch.cuda.graph(self._graph):  # capture on the detector's device
             self._output = det.anomaly_map(self._input)
 
     @torch.inference_mode()
