@@ -28,7 +28,7 @@ pytest.importorskip("triton")
 import hetmm_fast as hf  # noqa: E402
 from hetmm_fast import _backends  # noqa: E402
 from hetmm_fast.reference.window_match import window_match as reference_window_match  # noqa: E402
-from hetmm_fast.testing import brute_window_match, noncontiguous, unit_features  # noqa: E402
+from hetmm_fast.testing import brute_window_match, noncontiguous, tf32_truncate, unit_features  # noqa: E402
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 CUDA = torch.cuda.is_available() and not INTERPRET
@@ -163,6 +163,21 @@ def test_every_tile_config(config):
     q, t = feats((3, 40, 2, 20), seed=5), feats((2, 40, 2, 20), seed=6)
     got = wm.launch_with_config(q, t, 5, 3, **config)
     assert_matches_brute(q, t, 5, 3, got)
+
+
+@in_process
+def test_autotuned_configs_follow_the_environment(monkeypatch):
+    monkeypatch.delenv("HETMM_TRITON_CONFIGS", raising=False)
+    assert wm.tuned_configs() == wm.GPU_CONFIGS
+    monkeypatch.setenv("HETMM_TRITON_CONFIGS", "5, 0,5")
+    assert wm.tuned_configs() == (wm.GPU_CONFIGS[5], wm.GPU_CONFIGS[0])
+    configs = wm._configs(interpret=False)
+    assert [(c.kwargs["BX"], c.kwargs["NB"], c.kwargs["BC"], c.num_warps, c.num_stages) for c in configs] == [
+        tuple(wm.GPU_CONFIGS[i][k] for k in ("BX", "NB", "BC", "num_warps", "num_stages")) for i in (5, 0)]
+    for bad in ("8", "-1", "a", "1,,2", "0;1"):
+        monkeypatch.setenv("HETMM_TRITON_CONFIGS", bad)
+        with pytest.raises(ValueError, match=r"HETMM_TRITON_CONFIGS must be comma-separated indices .*0\.\.7"):
+            wm.tuned_configs()
 
 
 @in_process
@@ -365,9 +380,20 @@ def test_gpu_reduced_precision_parity(dtype, precision):
     finally:
         torch.set_float32_matmul_precision(old)
     got = wm.window_match(q64.to(dtype), t64.to(dtype), 13, 7, precision=precision)
-    for g, r, e in zip(got, ref, exact):
+    # tl.dot in plain TF32 hands float32 registers to the tensor cores, which read their top 19 bits (truncation);
+    # if cuBLAS rounds to nearest instead, its error is about half and the rule above cannot hold. The kernel is then
+    # held to TF32 arithmetic on truncated inputs: the float64 oracle on those, within float32 accumulation.
+    truncated = exact
+    if precision == "tf32":
+        truncated = reference_window_match(tf32_truncate(q64.float()).double(), tf32_truncate(t64.float()).double(),
+                                           13, 7)
+    for g, r, e, tr in zip(got, ref, exact, truncated):
         ref_err = (r.double() - e.double()).abs().max().item()
-        assert (g.double() - e.double()).abs().max().item() <= 2 * ref_err + 1e-6
+        err = (g.double() - e.double()).abs().max().item()
+        if precision == "tf32" and err > 2 * ref_err + 1e-6:
+            assert (g.double() - tr.double()).abs().max().item() <= 1e-5, (err, ref_err)
+        else:
+            assert err <= 2 * ref_err + 1e-6
 
 
 @gpu
@@ -381,9 +407,9 @@ def test_gpu_autotuned_configs_agree():
 
 @gpu
 def test_gpu_matches_cuda_engine_when_built():
-    if _backends.reasons("window_match", "cuda", (torch.empty(1, device="cuda"),)):
-        pytest.skip("cuda engine not built")
     q, t = _gpu_pair(3, 20, 128, 32, 32, seed=33)
+    if _backends.reasons("window_match", "cuda", (q, t)):
+        pytest.skip(f"cuda engine cannot run: {_backends.reasons('window_match', 'cuda', (q, t))}")
     torch.testing.assert_close(wm.window_match(q, t, 13, 7), hf.window_match(q, t, 13, 7, backend="cuda"),
                                atol=3e-6, rtol=0)
 

@@ -19,7 +19,8 @@ writes. Work: ``2 * M * BT * C`` FLOPs per (program, window row, template), i.e.
 useful ``2 * B * N * H * W * k^2 * C`` (a tile is a rectangle, the window a band). Bytes: per program the query tile
 and ``(2 d + 1) * N`` template segments of ``C * BT`` elements; programs of neighbouring x-blocks and rows read the
 same segments, which L2 serves. Autotuned over (BX, NB, BC, warps, stages), keyed on B, C, H, W, the windows, dtype
-and precision; the interpreter runs one small config.
+and precision (``HETMM_TRITON_CONFIGS`` narrows the search, see :func:`tuned_configs`); the interpreter runs one
+small config.
 
 Numerics: fp16/bf16 inputs are multiplied on tensor cores with fp32 accumulation; fp32 inputs use exact fp32 dot
 products (``input_precision="ieee"``) unless TF32 is asked for (``precision="tf32"``, or
@@ -31,6 +32,7 @@ The summation order over C differs from the reference's ``bmm``: fp32 results ag
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 import triton
@@ -60,8 +62,26 @@ GPU_CONFIGS = (
 INTERPRETER_CONFIG = dict(BX=16, NB=1, BC=16, num_warps=4, num_stages=1)
 
 
-def _configs() -> list[triton.Config]:
-    chosen = (INTERPRETER_CONFIG,) if INTERPRET else GPU_CONFIGS
+def tuned_configs() -> tuple[dict, ...]:
+    """The GPU_CONFIGS the autotuner tries: all of them, or those whose indices ``HETMM_TRITON_CONFIGS`` lists
+    (comma-separated, e.g. ``"0,5"``; read when hetmm_fast.triton is imported). Fewer configs mean fewer compiles
+    and timings for each new shape (each config costs about a second the first time), at the price of the tiles left
+    out; one index fixes the tile."""
+    spec = os.environ.get("HETMM_TRITON_CONFIGS", "").strip()
+    if not spec:
+        return GPU_CONFIGS
+    try:
+        idx = [int(part) for part in spec.split(",")]
+    except ValueError:
+        idx = []
+    if not idx or any(not 0 <= i < len(GPU_CONFIGS) for i in idx):
+        raise ValueError(f"HETMM_TRITON_CONFIGS must be comma-separated indices of "
+                         f"hetmm_fast.triton.window_match.GPU_CONFIGS (0..{len(GPU_CONFIGS) - 1}), got {spec!r}")
+    return tuple(GPU_CONFIGS[i] for i in dict.fromkeys(idx))
+
+
+def _configs(interpret: bool = INTERPRET) -> list[triton.Config]:
+    chosen = (INTERPRETER_CONFIG,) if interpret else tuned_configs()
     out = []
     for c in chosen:
         c = dict(c)
