@@ -6,13 +6,17 @@
 #
 # Steps (each logged, timed and bounded by `timeout`; a failing step is recorded and the script goes on to the
 # summary): environment -> build (`setup.py build_ext --inplace`, TORCH_CUDA_ARCH_LIST=9.0 unless set, MAX_JOBS=16)
-# -> pytest of the CUDA test files (tests/test_*cuda*.py) -> of the Triton ones (tests/test_*triton*.py)
-# -> benchmarks/bench_cuda.py
-# -> summary. Writes gpu_check_<stamp>.json / .md, bench_cuda_<stamp>.json and the step logs' tails to
-# benchmarks/results/ (a dry run: a temporary folder; GPU_CHECK_RESULTS overrides both) and, when $OUT is set, the
-# same files (at most 8) to $OUT. Meant to finish within 8 minutes on
-# an H200 (build ~2-3 min). Environment: PYTHON (default python3), GPU_CHECK_QUICK=1 (headline benchmarks only),
-# GPU_CHECK_TIMEOUT_{BUILD,TESTS,TRITON,BENCH} (seconds).
+# -> pytest of the CUDA test files (tests/test_*cuda*.py) -> benchmarks/bench_cuda.py -> benchmarks/sanitize_cuda.py
+# under compute-sanitizer memcheck (every case) -> pytest of the Triton test files (tests/test_*triton*.py, autotuning
+# over GPU_CHECK_TRITON_CONFIGS, default "0,5", see hetmm_fast.triton.window_match.tuned_configs) -> racecheck and
+# synccheck (the --quick cases); the last four only while time is left -> summary.
+# Deadline: every step's limit is cut to what is left of GPU_CHECK_DEADLINE (default 465 s, less 15 s kept for the
+# summary), so the whole run ends within 8 minutes on an H200 (build ~2-3 min); the sanitizer steps are skipped, and
+# say so, when too little is left. Writes gpu_check_<stamp>.json / .md, bench_cuda_<stamp>.json and the step logs'
+# tails to benchmarks/results/ (a dry run: a temporary folder; GPU_CHECK_RESULTS overrides both) and, when $OUT is
+# set, the same files (at most 8) to $OUT. A dry run runs the sanitizer cases on the cpu backend instead.
+# Environment: PYTHON (default python3), GPU_CHECK_QUICK=1 (headline benchmarks only), GPU_CHECK_TRITON_CONFIGS,
+# GPU_CHECK_DEADLINE and GPU_CHECK_TIMEOUT_{BUILD,TESTS,TRITON,BENCH,MEMCHECK,RACECHECK,SYNCCHECK} (seconds).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -42,20 +46,32 @@ export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 
 say() { echo "[gpu_check $(date +%T) +$(( $(date +%s) - START ))s] $*"; }
 
-# step NAME TIMEOUT_S FUNCTION: runs the shell function in a child bash with a time limit, records
-# "name<TAB>status<TAB>seconds" and never fails the script.
+DEADLINE=${GPU_CHECK_DEADLINE:-465}
+
+# step NAME TIMEOUT_S FUNCTION [MIN_S]: runs the shell function in a child bash with a time limit, records
+# "name<TAB>status<TAB>seconds" and never fails the script. The limit is cut to what is left before the deadline
+# (at least 30 s); with MIN_S, the step is skipped (and recorded so) when less than MIN_S seconds are left.
 step() {
-  local name=$1 limit=$2 fn=$3
-  local t0 rc
+  local name=$1 limit=$2 fn=$3 min=${4:-0}
+  local t0 rc left
+  left=$(( DEADLINE - 15 - ($(date +%s) - START) ))
+  if [ "$min" -gt 0 ] && [ "$left" -lt "$min" ]; then
+    say "step $name skipped: ${left}s left before the ${DEADLINE}s deadline, it needs ${min}s"
+    printf '%s\tskipped (%ss left before the deadline)\t0\n' "$name" "$left" >> "$STEPS_FILE"
+    return 0
+  fi
+  if [ "$left" -lt "$limit" ]; then limit=$(( left > 30 ? left : 30 )); fi
   t0=$(date +%s)
   say "step $name (limit ${limit}s)"
   set +e
-  timeout --kill-after=10 "$limit" bash -c "set -euo pipefail; $fn" > "$LOGS/$name.log" 2>&1
+  STEP_DEADLINE=$(( t0 + limit )) timeout --kill-after=10 "$limit" bash -c "set -euo pipefail; $fn" \
+    > "$LOGS/$name.log" 2>&1
   rc=$?
   set -e
   local secs=$(( $(date +%s) - t0 ))
   local status=ok
   if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then status="timeout after ${limit}s"
+  elif [ "$rc" -eq 99 ]; then status="unavailable (see log)"
   elif [ "$rc" -ne 0 ]; then status="failed (exit $rc)"; fi
   printf '%s\t%s\t%s\n' "$name" "$status" "$secs" >> "$STEPS_FILE"
   tail -n 25 "$LOGS/$name.log" | sed "s/^/  [$name] /"
@@ -100,7 +116,10 @@ run_tests() {
   local f
   for f in tests/test_*"$1"*.py; do [ -f "$f" ] && files+=("$f"); done
   if [ "${#files[@]}" -eq 0 ]; then echo "no tests/test_*$1*.py files"; return 0; fi
-  "$PY" -m pytest -q -p no:cacheprovider -rs --durations=10 --junitxml="$LOGS/pytest_$1.xml" "${files[@]}"
+  # Tests that would start in the step's last 25 s are skipped (tests/conftest.py), so pytest ends on its own and
+  # writes its report; a killed pytest writes none.
+  HETMM_TEST_DEADLINE=$(( STEP_DEADLINE - 25 )) \
+    "$PY" -m pytest -q -p no:cacheprovider -rs --durations=10 --junitxml="$LOGS/pytest_$1.xml" "${files[@]}"
 }
 
 run_bench() {
@@ -110,8 +129,30 @@ run_bench() {
   "$PY" benchmarks/bench_cuda.py --json "$RESULTS/bench_cuda_$STAMP.json" "${extra[@]}"
 }
 
-export PY DRY LOGS RESULTS STAMP
-export -f env_info build run_tests run_bench
+# compute-sanitizer on PATH or in the toolkit; empty when absent (the sanitizer steps are then skipped).
+SANITIZER=$(command -v compute-sanitizer || true)
+if [ -z "$SANITIZER" ] && [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer" ]; then
+  SANITIZER="${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer"
+fi
+
+# run_sanitizer TOOL [ARGS...]: benchmarks/sanitize_cuda.py under compute-sanitizer's TOOL; exit 86 when the tool
+# reports an error, 1 when a case mismatches. API errors are not reported: torch probes the driver with calls that
+# are meant to fail, and the extension checks the result of every call it makes.
+# Exit 99 (step status "unavailable") when the sanitizer refuses the device, as it does under gVisor.
+run_sanitizer() {
+  local tool=$1 rc=0
+  shift
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$SANITIZER" --tool "$tool" --error-exitcode 86 --report-api-errors no \
+    --print-limit 20 "$PY" benchmarks/sanitize_cuda.py "$@" 2>&1 | tee "$LOGS/sanitizer_$tool.out" || rc=$?
+  if grep -q "Device not supported" "$LOGS/sanitizer_$tool.out"; then
+    echo "compute-sanitizer refused this device (it does under gVisor): nothing was checked"
+    return 99
+  fi
+  return "$rc"
+}
+
+export PY DRY LOGS RESULTS STAMP SANITIZER
+export -f env_info build run_tests run_bench run_sanitizer
 
 step env 60 env_info
 if [ "$DRY" = "1" ]; then
@@ -120,9 +161,28 @@ if [ "$DRY" = "1" ]; then
 else
   step build "${GPU_CHECK_TIMEOUT_BUILD:-180}" build
 fi
+# sanitize TOOL LIMIT MIN [ARGS...]: one compute-sanitizer step (on a dry run, the cases on the cpu backend, once).
+sanitize() {
+  local tool=$1 limit=$2 min=$3
+  shift 3
+  if [ "$DRY" = "1" ]; then
+    if [ "$tool" = memcheck ]; then step sanitize_cases 60 "\"\$PY\" benchmarks/sanitize_cuda.py --device cpu"; fi
+  elif [ -z "$SANITIZER" ]; then
+    printf '%s\tskipped (no compute-sanitizer)\t0\n' "sanitize_$tool" >> "$STEPS_FILE"
+  else
+    step "sanitize_$tool" "$limit" "run_sanitizer $tool $*" "$min"
+  fi
+}
+
+# Most important first: CUDA parity, the CUDA targets, memory errors, then the Triton engine (its tests autotune over
+# GPU_CHECK_TRITON_CONFIGS, two of the eight tiles, to spend seconds rather than minutes compiling), then races.
 step tests_cuda "${GPU_CHECK_TIMEOUT_TESTS:-100}" "run_tests cuda"
-step tests_triton "${GPU_CHECK_TIMEOUT_TRITON:-70}" "run_tests triton"
 step bench "${GPU_CHECK_TIMEOUT_BENCH:-140}" run_bench
+sanitize memcheck "${GPU_CHECK_TIMEOUT_MEMCHECK:-90}" 40
+step tests_triton "${GPU_CHECK_TIMEOUT_TRITON:-150}" \
+  "export HETMM_TRITON_CONFIGS=${GPU_CHECK_TRITON_CONFIGS:-0,5}; run_tests triton" 45
+sanitize racecheck "${GPU_CHECK_TIMEOUT_RACECHECK:-75}" 40 --quick
+sanitize synccheck "${GPU_CHECK_TIMEOUT_SYNCCHECK:-45}" 30 --quick
 
 say "summary"
 set +e
@@ -166,6 +226,22 @@ summary["agreement"] = bench.get("agreement", {})
 summary["bench_skipped"] = bench.get("skipped")
 summary["bench_skipped_sections"] = bench.get("skipped_sections", [])
 summary["bench_unfinished_rows"] = bench.get("rows_of_unfinished_section", [])
+# compute-sanitizer steps: the tool's error summary, the cases' verdict and the first reports (kernel, access, where).
+summary["sanitizer"] = {}
+for st in steps:
+    log = logs / f"{st['step']}.log"
+    if not st["step"].startswith("sanitize") or not log.exists():
+        continue
+    lines = log.read_text(errors="replace").splitlines()
+    reports = [ln for ln in lines if ln.startswith("=========") and "COMPUTE-SANITIZER" not in ln
+               and "ERROR SUMMARY" not in ln and ln.strip("= ")]
+    summary["sanitizer"][st["step"]] = {
+        "status": st["status"],
+        "error_summary": next((ln.strip("= ") for ln in lines if "ERROR SUMMARY" in ln), None),
+        "cases": next((ln for ln in lines if " cases passed " in ln), None),
+        "failed_cases": [ln for ln in lines if ln.startswith("FAIL ")][:10],
+        "first_reports": reports[:30],
+    }
 (results / f"gpu_check_{stamp}.json").write_text(json.dumps(summary, indent=1))
 
 t = bench.get("targets", {})
@@ -220,6 +296,12 @@ if a:
               f"- pts_select: {fmt(a.get('pts_identical_pixel_fraction'))} of {a.get('pts_pixels')} pixels identical "
               f"(vs {a.get('pts_reference')}); optics_labels: {fmt(a.get('optics_identical_fraction'))} of "
               f"{a.get('optics_problems')} problems identical (vs {a.get('optics_reference')})")
+if summary["sanitizer"]:
+    md += ["", "## compute-sanitizer (benchmarks/sanitize_cuda.py)", ""]
+    for name, r in summary["sanitizer"].items():
+        md.append(f"- {name}: {r['status']}; {r['error_summary'] or 'no error summary'}; {r['cases'] or 'no verdict'}")
+        md += [f"  - {ln}" for ln in r["failed_cases"]]
+        md += [f"  - `{ln[:300]}`" for ln in r["first_reports"][:12]]
 if summary["bench_skipped"]:
     md += ["", f"Benchmarks skipped: {summary['bench_skipped']}"]
 if summary["bench_unfinished_rows"]:
@@ -237,13 +319,17 @@ set -e
 for name in build tests_cuda tests_triton; do
   [ -f "$LOGS/$name.log" ] && tail -n 200 "$LOGS/$name.log" > "$RESULTS/gpu_check_${STAMP}_$name.log"
 done
+for name in sanitize_cases sanitize_memcheck sanitize_racecheck sanitize_synccheck; do
+  [ -f "$LOGS/$name.log" ] && { echo "### $name"; tail -n 150 "$LOGS/$name.log"; }
+done > "$LOGS/sanitize_all.log"
+[ -s "$LOGS/sanitize_all.log" ] && cp "$LOGS/sanitize_all.log" "$RESULTS/gpu_check_${STAMP}_sanitize.log"
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
   for f in "$RESULTS/gpu_check_$STAMP.md" "$RESULTS/gpu_check_$STAMP.json" "$RESULTS/bench_cuda_$STAMP.json" \
            "$RESULTS/gpu_check_${STAMP}_build.log" "$RESULTS/gpu_check_${STAMP}_tests_cuda.log" \
-           "$RESULTS/gpu_check_${STAMP}_tests_triton.log"; do
+           "$RESULTS/gpu_check_${STAMP}_tests_triton.log" "$RESULTS/gpu_check_${STAMP}_sanitize.log"; do
     [ -f "$f" ] && cp "$f" "$OUT/"
   done
 fi
 say "done in $(( $(date +%s) - START ))s; results in $RESULTS (stamp $STAMP)"
-awk -F'\t' '$2 != "ok" && $2 !~ /^skipped/ {bad = 1} END {exit bad}' "$STEPS_FILE"
+awk -F'\t' '$2 != "ok" && $2 !~ /^(skipped|unavailable)/ {bad = 1} END {exit bad}' "$STEPS_FILE"
