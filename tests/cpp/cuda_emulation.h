@@ -11,6 +11,11 @@
 // performed either when issued or only when waited for (CopyTiming), which exposes a missing wait or barrier.
 // Shared memory starts filled with 0xff bytes (NaN floats) so reads of unwritten data show up.
 //
+// Built with AddressSanitizer (CMake builds each emulated test a second time so, *_asan), every byte of the block's
+// shared memory allocation outside the launch's dynamic size is poisoned, and the tests poison the slack around their
+// device buffers (poison_outside), so any read or write past a buffer or past the shared memory a launch asked for
+// stops the test with the faulting line: compute-sanitizer's memcheck, for shared memory too, on the CPU.
+//
 // Not modelled: timing, memory-model races between threads that do not meet at a barrier, bank conflicts.
 #pragma once
 
@@ -27,6 +32,17 @@
 #include <functional>
 #include <memory>
 #include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define HETMM_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HETMM_EMU_ASAN 1
+#endif
+#endif
+#ifdef HETMM_EMU_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
 
 #define __global__
 #define __device__
@@ -108,6 +124,34 @@ struct Dim3 {
 };
 
 enum class CopyTiming { kAtIssue, kAtWait };
+
+// Start of the dynamic shared memory in the block's allocation: 16-byte aligned, like the real one.
+inline char* smem_start(char* alloc) {
+  return reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(alloc) + 15) & ~uintptr_t(15));
+}
+
+// Mark [base, base + bytes) inaccessible / accessible to AddressSanitizer (no-ops in other builds).
+inline void poison(const void* base, size_t bytes) {
+#ifdef HETMM_EMU_ASAN
+  ASAN_POISON_MEMORY_REGION(base, bytes);
+#else
+  (void)base, (void)bytes;
+#endif
+}
+inline void unpoison(const void* base, size_t bytes) {
+#ifdef HETMM_EMU_ASAN
+  ASAN_UNPOISON_MEMORY_REGION(base, bytes);
+#else
+  (void)base, (void)bytes;
+#endif
+}
+// Of the allocation [alloc, alloc + alloc_bytes), leave only [used, used + used_bytes) accessible.
+inline void poison_outside(const void* alloc, size_t alloc_bytes, const void* used, size_t used_bytes) {
+  const char* a = static_cast<const char*>(alloc);
+  const char* u = static_cast<const char*>(used);
+  poison(a, static_cast<size_t>(u - a));
+  poison(u + used_bytes, alloc_bytes - static_cast<size_t>(u - a) - used_bytes);
+}
 
 struct Copy {
   void* dst;
@@ -203,7 +247,9 @@ inline void launch(Dim3 grid, Dim3 block, size_t smem_bytes, std::function<void(
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
         r.block_index = Dim3(bx, by, bz);
+        unpoison(r.smem.data(), r.smem.size());
         r.smem.assign(smem_bytes + 16, static_cast<char>(0xff));
+        poison_outside(r.smem.data(), r.smem.size(), smem_start(r.smem.data()), smem_bytes);
         r.exchange.assign(static_cast<size_t>(warps) * 2 * 32 * kSlots, 0);
         r.mma_cache.assign(static_cast<size_t>(warps), MmaCache());
         for (int i = 0; i < n; ++i) {
@@ -247,6 +293,7 @@ inline void launch(Dim3 grid, Dim3 block, size_t smem_bytes, std::function<void(
           if (!released) deadlock("divergent barrier or warp collective");
         }
       }
+  unpoison(r.smem.data(), r.smem.size());
 }
 
 // One warp collective: deposit `words` 64-bit values, wait for the warp, then `read` sees every lane's deposit.
@@ -305,12 +352,7 @@ namespace cu {
 
 using dim3_t = ::hetmm_emu::Dim3;
 
-inline char* dynamic_smem() {
-  // Like the real allocation: 16-byte aligned.
-  char* p = ::hetmm_emu::runtime().smem.data();
-  const uintptr_t a = (reinterpret_cast<uintptr_t>(p) + 15) & ~uintptr_t(15);
-  return reinterpret_cast<char*>(a);
-}
+inline char* dynamic_smem() { return ::hetmm_emu::smem_start(::hetmm_emu::runtime().smem.data()); }
 
 inline void block_sync() { ::hetmm_emu::suspend(::hetmm_emu::Fiber::kAtBlockBarrier); }
 

@@ -64,11 +64,14 @@ hetmm::CudaDeviceLimits limits() {
 }
 
 std::vector<int64_t> gpu_labels(const std::vector<double>& src, bool is_gram, int64_t P, int64_t N, int64_t ms) {
-  std::vector<char> ws(hetmm::optics_labels_cuda_workspace_bytes(P, N) + 256);
+  const size_t ws_bytes = hetmm::optics_labels_cuda_workspace_bytes(P, N);
+  std::vector<char> ws(ws_bytes + 256);
   void* aligned = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(ws.data()) + 255) & ~uintptr_t(255));
+  hetmm_emu::poison_outside(ws.data(), ws.size(), aligned, ws_bytes);  // AddressSanitizer builds: exact bounds
   std::vector<int64_t> labels(static_cast<size_t>(P * N), 99);
   const cudaError_t err =
       hetmm::optics_labels_cuda(src.data(), is_gram, P, N, ms, 0.05, aligned, labels.data(), limits(), nullptr);
+  hetmm_emu::unpoison(ws.data(), ws.size());
   HETMM_CHECK(err == cudaSuccess, "optics_labels_cuda failed for P=", P, " N=", N);
   return labels;
 }

@@ -34,7 +34,14 @@ struct Buffer {
   explicit Buffer(size_t n_bytes) : storage(new hetmm_emu::Copy[(n_bytes + 15) / 16 + 1]), bytes(n_bytes) {
     data = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(storage.get()) + 15) & ~uintptr_t(15));
     std::memset(data, 0, n_bytes);
+    hetmm_emu::poison_outside(storage.get(), alloc_bytes(), data, n_bytes);  // AddressSanitizer builds: exact bounds
   }
+  ~Buffer() {
+    if (storage) hetmm_emu::unpoison(storage.get(), alloc_bytes());
+  }
+  Buffer(Buffer&&) = default;
+  Buffer& operator=(Buffer&&) = delete;
+  size_t alloc_bytes() const { return ((bytes + 15) / 16 + 1) * sizeof(hetmm_emu::Copy); }
 };
 
 uint16_t to_half_bits(double v) {  // round to nearest even (test data are small and finite)
