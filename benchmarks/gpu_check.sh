@@ -11,10 +11,10 @@
 # over GPU_CHECK_TRITON_CONFIGS, default "0,5", see hetmm_fast.triton.window_match.tuned_configs) -> racecheck and
 # synccheck (the --quick cases); the last four only while time is left -> summary.
 # Deadline: every step's limit is cut to what is left of GPU_CHECK_DEADLINE (default 465 s, less 15 s kept for the
-# summary), so the whole run ends within 8 minutes on an H200 (build ~2-3 min); the sanitizer and Triton steps are skipped, and
-# say so, when too little is left. Writes gpu_check_<stamp>.json / .md, bench_cuda_<stamp>.json and the step logs'
-# tails to benchmarks/results/ (a dry run: a temporary folder; GPU_CHECK_RESULTS overrides both) and, when $OUT is
-# set, the same files (at most 8) to $OUT. A dry run runs the sanitizer cases on the cpu backend instead.
+# summary), so the whole run ends within 8 minutes on an H200 (build ~2-3 min); the sanitizer and Triton steps are
+# skipped, and say so, when too little is left. Writes gpu_check_<stamp>.json / .md, bench_cuda_<stamp>.json and the
+# step logs' tails to benchmarks/results/ (a dry run: a temporary folder; GPU_CHECK_RESULTS overrides both) and, when
+# $OUT is set, the same files (at most 8) to $OUT. A dry run runs the sanitizer cases on the cpu backend instead.
 # Environment: PYTHON (default python3), GPU_CHECK_QUICK=1 (headline benchmarks only), GPU_CHECK_TRITON_CONFIGS,
 # GPU_CHECK_DEADLINE and GPU_CHECK_TIMEOUT_{BUILD,TESTS,TRITON,BENCH,MEMCHECK,RACECHECK,SYNCCHECK} (seconds).
 set -euo pipefail
