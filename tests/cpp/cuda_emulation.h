@@ -11,12 +11,15 @@
 // performed either when issued or only when waited for (CopyTiming), which exposes a missing wait or barrier.
 // Shared memory starts filled with 0xff bytes (NaN floats) so reads of unwritten data show up.
 //
-// Built with AddressSanitizer (CMake builds each emulated test a second time so, *_asan), every byte of the block's
-// shared memory allocation outside the launch's dynamic size is poisoned, and the tests poison the slack around their
-// device buffers (poison_outside), so any read or write past a buffer or past the shared memory a launch asked for
-// stops the test with the faulting line: compute-sanitizer's memcheck, for shared memory too, on the CPU.
+// Built with AddressSanitizer (CMake builds each emulated test so too, *_asan), every byte of the block's shared
+// memory allocation outside the launch's dynamic size is poisoned, and the tests poison the slack around their device
+// buffers (poison_outside), so any read or write past a buffer or past the shared memory a launch asked for stops the
+// test with the faulting line: compute-sanitizer's memcheck, for shared memory too, on the CPU. Built with
+// ThreadSanitizer (*_tsan), the threads are TSan fibers ordered only by barriers (see IgnoreAccesses below), so two
+// threads' conflicting accesses that no barrier orders are reported whatever order the fibers ran in: racecheck.
 //
-// Not modelled: timing, memory-model races between threads that do not meet at a barrier, bank conflicts.
+// Not modelled: timing, bank conflicts; races between threads that no barrier orders are found only by the
+// ThreadSanitizer build.
 #pragma once
 
 #if !(defined(__x86_64__) && defined(__linux__))
@@ -42,6 +45,21 @@
 #endif
 #ifdef HETMM_EMU_ASAN
 #include <sanitizer/asan_interface.h>
+#endif
+
+#if defined(__SANITIZE_THREAD__)
+#define HETMM_EMU_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define HETMM_EMU_TSAN 1
+#endif
+#endif
+#ifdef HETMM_EMU_TSAN
+#include <sanitizer/tsan_interface.h>
+extern "C" void AnnotateIgnoreReadsBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreReadsEnd(const char* file, int line);
+extern "C" void AnnotateIgnoreWritesBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreWritesEnd(const char* file, int line);
 #endif
 
 #define __global__
@@ -125,6 +143,64 @@ struct Dim3 {
 
 enum class CopyTiming { kAtIssue, kAtWait };
 
+// ThreadSanitizer builds: every emulated thread is a TSan fiber, switched to without synchronisation, so TSan orders
+// two threads' memory accesses only by what orders them on a GPU: __syncthreads (release before, acquire after the
+// barrier), the start of a block after the host's writes and the blocks before it, and the host after the block.
+// Warp collectives order nothing (on a GPU only __syncwarp or a barrier orders shared memory between lanes). The
+// emulator's own bookkeeping (scheduler state, the shuffle exchange, the per-warp mma matrices) is not kernel
+// memory and is excluded. A shared-memory access of one thread that no barrier orders against another thread's
+// conflicting access is then reported as a data race: compute-sanitizer's racecheck, on the CPU.
+struct IgnoreAccesses {
+#ifdef HETMM_EMU_TSAN
+  IgnoreAccesses() {
+    AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+    AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
+  }
+  ~IgnoreAccesses() {
+    AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
+    AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+  }
+#endif
+};
+inline void hb_release(void* token) {
+#ifdef HETMM_EMU_TSAN
+  __tsan_release(token);
+#else
+  (void)token;
+#endif
+}
+inline void hb_acquire(void* token) {
+#ifdef HETMM_EMU_TSAN
+  __tsan_acquire(token);
+#else
+  (void)token;
+#endif
+}
+// Tell TSan which fiber runs next (no synchronisation implied); `fiber` is null in other builds.
+inline void tsan_switch(void* fiber) {
+#ifdef HETMM_EMU_TSAN
+  __tsan_switch_to_fiber(fiber, __tsan_switch_to_fiber_no_sync);
+#else
+  (void)fiber;
+#endif
+}
+// The TSan fiber of an emulated thread slot, created once and reused by every block of every launch (TSan never
+// reuses the ids of destroyed fibers and stops at 8128); null in other builds.
+inline void* tsan_fiber(void* fiber) {
+#ifdef HETMM_EMU_TSAN
+  return fiber ? fiber : __tsan_create_fiber(0);
+#else
+  return fiber;
+#endif
+}
+inline void* tsan_current_fiber() {
+#ifdef HETMM_EMU_TSAN
+  return __tsan_get_current_fiber();
+#else
+  return nullptr;
+#endif
+}
+
 // Start of the dynamic shared memory in the block's allocation: 16-byte aligned, like the real one.
 inline char* smem_start(char* alloc) {
   return reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(alloc) + 15) & ~uintptr_t(15));
@@ -168,6 +244,7 @@ struct Fiber {
   unsigned collectives = 0;  // warp collectives completed: selects the exchange buffer
   std::vector<std::vector<Copy>> groups;
   std::vector<Copy> open;
+  void* tsan_fiber = nullptr;
 };
 
 constexpr size_t kStackBytes = 256 * 1024;
@@ -191,6 +268,11 @@ struct Runtime {
   std::vector<uint64_t> exchange;  // [warp][2 buffers][32 lanes][kSlots]
   std::function<void()> body;
   CopyTiming copy_timing = CopyTiming::kAtIssue;
+  void* tsan_scheduler = nullptr;
+  std::vector<void*> tsan_fibers;  // [thread slot]: outlives the Fiber objects, which follow the block size
+  // Synchronisation tokens (ThreadSanitizer builds): __syncthreads; host and earlier blocks -> a block's start;
+  // a block's end -> the host.
+  char barrier_token = 0, block_start_token = 0, block_done_token = 0;
 };
 
 inline Runtime& runtime() {
@@ -202,7 +284,11 @@ inline void set_copy_timing(CopyTiming t) { runtime().copy_timing = t; }
 
 inline void suspend(Fiber::State why) {
   Fiber& f = self();
-  f.state = why;
+  {
+    IgnoreAccesses ignore;
+    f.state = why;
+  }
+  tsan_switch(runtime().tsan_scheduler);
   switch_context(f.ctx, runtime().scheduler);
 }
 
@@ -211,14 +297,24 @@ inline void run_group(std::vector<Copy>& group) {
   group.clear();
 }
 
-// Entry of every fiber; never returns (a finished fiber switches back to the scheduler for good).
+// Entry of every fiber; never returns (a finished fiber switches back to the scheduler for good). Not instrumented by
+// ThreadSanitizer: a function entered once per block and never left would grow the reused fiber's shadow call stack.
+#ifdef HETMM_EMU_TSAN
+__attribute__((no_sanitize("thread")))
+#endif
 inline void trampoline() {
+  hb_acquire(&runtime().block_start_token);
   runtime().body();
   Fiber& f = self();
   for (auto& g : f.groups) run_group(g);
-  f.groups.clear();
   run_group(f.open);
-  f.state = Fiber::kDone;
+  hb_release(&runtime().block_done_token);
+  {
+    IgnoreAccesses ignore;
+    f.groups.clear();
+    f.state = Fiber::kDone;
+  }
+  tsan_switch(runtime().tsan_scheduler);
   switch_context(f.ctx, runtime().scheduler);
   std::abort();
 }
@@ -235,12 +331,15 @@ inline void trampoline() {
 // Runs `call` (which invokes the kernel) for every block of `grid` with `block` threads.
 inline void launch(Dim3 grid, Dim3 block, size_t smem_bytes, std::function<void()> call) {
   Runtime& r = runtime();
+  IgnoreAccesses ignore;  // the scheduler's accesses are bookkeeping, not kernel memory
+  r.tsan_scheduler = tsan_current_fiber();
   const int n = static_cast<int>(block.x * block.y * block.z);
   const int warps = (n + 31) / 32;
   r.body = std::move(call);
   r.grid = grid;
   r.block = block;
   r.fibers.resize(static_cast<size_t>(n));
+  if (r.tsan_fibers.size() < r.fibers.size()) r.tsan_fibers.resize(r.fibers.size(), nullptr);
   for (Fiber& f : r.fibers)
     if (!f.stack) f.stack.reset(new char[kStackBytes]);
   for (unsigned bz = 0; bz < grid.z; ++bz)
@@ -262,12 +361,15 @@ inline void launch(Dim3 grid, Dim3 block, size_t smem_bytes, std::function<void(
           f.collectives = 0;
           f.groups.clear();
           f.open.clear();
+          f.tsan_fiber = r.tsan_fibers[static_cast<size_t>(i)] = tsan_fiber(r.tsan_fibers[static_cast<size_t>(i)]);
           make_context(f.ctx, f.stack.get(), kStackBytes, trampoline);
         }
+        hb_release(&r.block_start_token);
         for (;;) {
           for (Fiber& f : r.fibers) {
             if (f.state != Fiber::kRunnable) continue;
             r.current = &f;
+            tsan_switch(f.tsan_fiber);
             switch_context(r.scheduler, f.ctx);
           }
           int done = 0, at_block = 0;
@@ -292,6 +394,7 @@ inline void launch(Dim3 grid, Dim3 block, size_t smem_bytes, std::function<void(
           }
           if (!released) deadlock("divergent barrier or warp collective");
         }
+        hb_acquire(&r.block_done_token);
       }
   unpoison(r.smem.data(), r.smem.size());
 }
@@ -302,10 +405,25 @@ inline void warp_collective(const uint64_t* words, int count, Read&& read) {
   Fiber& f = self();
   Runtime& r = runtime();
   uint64_t* buf = r.exchange.data() + (static_cast<size_t>(f.warp) * 2 + (f.collectives & 1)) * 32 * kSlots;
-  std::memcpy(buf + f.lane * kSlots, words, sizeof(uint64_t) * static_cast<size_t>(count));
+  {
+    IgnoreAccesses ignore;
+    std::memcpy(buf + f.lane * kSlots, words, sizeof(uint64_t) * static_cast<size_t>(count));
+  }
   suspend(Fiber::kAtWarpBarrier);
+#ifdef HETMM_EMU_TSAN
+  uint64_t mine[32 * kSlots];  // the exchange is bookkeeping: `read` sees a private copy, its other accesses count
+  {
+    IgnoreAccesses ignore;
+    std::memcpy(mine, buf, sizeof(mine));
+  }
+  read(static_cast<const uint64_t*>(mine));
+#else
   read(static_cast<const uint64_t*>(buf));
-  ++f.collectives;
+#endif
+  {
+    IgnoreAccesses ignore;
+    ++f.collectives;
+  }
 }
 
 inline float half_to_float(uint16_t h) {
@@ -354,7 +472,11 @@ using dim3_t = ::hetmm_emu::Dim3;
 
 inline char* dynamic_smem() { return ::hetmm_emu::smem_start(::hetmm_emu::runtime().smem.data()); }
 
-inline void block_sync() { ::hetmm_emu::suspend(::hetmm_emu::Fiber::kAtBlockBarrier); }
+inline void block_sync() {
+  ::hetmm_emu::hb_release(&::hetmm_emu::runtime().barrier_token);
+  ::hetmm_emu::suspend(::hetmm_emu::Fiber::kAtBlockBarrier);
+  ::hetmm_emu::hb_acquire(&::hetmm_emu::runtime().barrier_token);
+}
 
 template <typename T>
 inline T shfl(T v, int src_lane) {
@@ -391,8 +513,10 @@ inline float bits_float(int i) {
   return v;
 }
 
-inline void atomic_max_int(int* address, int value) {
-  if (value > *address) *address = value;  // one OS thread: fibers never interleave inside this call
+inline void atomic_max_int(int* address, int value) {  // a real atomic, so that ThreadSanitizer sees one
+  int old = __atomic_load_n(address, __ATOMIC_RELAXED);
+  while (value > old && !__atomic_compare_exchange_n(address, &old, value, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  }
 }
 
 inline float half_bits_to_float(uint16_t bits) { return ::hetmm_emu::half_to_float(bits); }
@@ -423,6 +547,7 @@ inline void cp_async_wait() {
 // (once per warp and instruction) and every lane computes its own C/D elements.
 template <bool kBf16>
 inline void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  ::hetmm_emu::IgnoreAccesses ignore;  // registers and the per-warp matrix cache only
   auto& f = ::hetmm_emu::self();
   const uint64_t w[6] = {a[0], a[1], a[2], a[3], b0, b1};
   ::hetmm_emu::MmaCache& mc = ::hetmm_emu::runtime().mma_cache[static_cast<size_t>(f.warp)];
@@ -459,6 +584,7 @@ inline void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32
 }
 
 inline void mma_1688_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  ::hetmm_emu::IgnoreAccesses ignore;  // registers and the per-warp matrix cache only
   auto& f = ::hetmm_emu::self();
   const uint64_t w[6] = {a[0], a[1], a[2], a[3], b0, b1};
   ::hetmm_emu::MmaCache& mc = ::hetmm_emu::runtime().mma_cache[static_cast<size_t>(f.warp)];
