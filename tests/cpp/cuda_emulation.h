@@ -160,6 +160,9 @@ struct IgnoreAccesses {
     AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
     AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
   }
+#else
+  IgnoreAccesses() {}  // user-provided, so that a scope guard is not an "unused variable" in other builds
+  ~IgnoreAccesses() {}
 #endif
 };
 inline void hb_release(void* token) {
