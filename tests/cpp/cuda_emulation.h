@@ -247,7 +247,6 @@ struct Fiber {
   unsigned collectives = 0;  // warp collectives completed: selects the exchange buffer
   std::vector<std::vector<Copy>> groups;
   std::vector<Copy> open;
-  void* tsan_fiber = nullptr;
 };
 
 constexpr size_t kStackBytes = 256 * 1024;
@@ -364,7 +363,7 @@ inline void launch(Dim3 grid, Dim3 block, size_t smem_bytes, std::function<void(
           f.collectives = 0;
           f.groups.clear();
           f.open.clear();
-          f.tsan_fiber = r.tsan_fibers[static_cast<size_t>(i)] = tsan_fiber(r.tsan_fibers[static_cast<size_t>(i)]);
+          r.tsan_fibers[static_cast<size_t>(i)] = tsan_fiber(r.tsan_fibers[static_cast<size_t>(i)]);
           make_context(f.ctx, f.stack.get(), kStackBytes, trampoline);
         }
         hb_release(&r.block_start_token);
@@ -372,7 +371,7 @@ inline void launch(Dim3 grid, Dim3 block, size_t smem_bytes, std::function<void(
           for (Fiber& f : r.fibers) {
             if (f.state != Fiber::kRunnable) continue;
             r.current = &f;
-            tsan_switch(f.tsan_fiber);
+            tsan_switch(r.tsan_fibers[static_cast<size_t>(f.index)]);
             switch_context(r.scheduler, f.ctx);
           }
           int done = 0, at_block = 0;
