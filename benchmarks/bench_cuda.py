@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import hetmm_fast as hf  # noqa: E402
 from hetmm_fast import _backends  # noqa: E402
 from hetmm_fast.reference.window_match import window_match as reference_window_match  # noqa: E402
-from hetmm_fast.testing import clustered_points, cosine_distances, unit_features  # noqa: E402
+from hetmm_fast.testing import clustered_points, cosine_distances, max_err, unit_features  # noqa: E402
 
 TARGETS = {"naive_speedup": 30.0, "gemm_fraction": 0.35, "detector_img_per_s": 1000.0, "pts_category_s": 2.0}
 
@@ -72,10 +72,6 @@ def useful_pairs(H: int, W: int, k: int) -> int:
     rows = sum(min(H, y + d + 1) - max(0, y - d) for y in range(H))
     cols = sum(min(W, x + d + 1) - max(0, x - d) for x in range(W))
     return rows * cols
-
-
-def max_err(got, want) -> float:
-    return max((g.double() - w.double()).abs().max().item() for g, w in zip(got, want))
 
 
 def run(rows: list, log, base: dict, fn) -> dict:

@@ -46,6 +46,7 @@ from hetmm_fast.testing import (  # noqa: E402
     clustered_points,
     clustered_templates,
     cosine_distances,
+    max_err,
     same_partition,
     tf32_round,
     unit_features,
@@ -79,7 +80,7 @@ def _engine():
 
 
 def _check(name: str, got, want, tol: float) -> None:
-    err = max((g.double().cpu() - w.double().cpu()).abs().max().item() for g, w in zip(got, want))
+    err = max_err(got, want)
     if not err <= tol:
         raise AssertionError(f"{name}: max |got - oracle| = {err:.3g} > {tol:g}")
 

@@ -24,6 +24,11 @@ def noncontiguous(x: torch.Tensor) -> torch.Tensor:
     return view
 
 
+def max_err(got, want) -> float:
+    """max |got - want| over paired tensors (e.g. the (forward, backward) outputs), in float64 on the CPU."""
+    return max((g.double().cpu() - w.double().cpu()).abs().max().item() for g, w in zip(got, want))
+
+
 def tf32_round(x: torch.Tensor) -> torch.Tensor:
     """float32 -> TF32 value (10 mantissa bits, round to nearest, ties away from zero), as cvt.rna does."""
     bits = x.float().contiguous().view(torch.int32)

@@ -26,6 +26,7 @@ from hetmm_fast.testing import (
     brute_window_match,
     clustered_points,
     cosine_distances,
+    max_err,
     noncontiguous,
     same_partition,
     tf32_round,
@@ -81,10 +82,6 @@ def expected(q: torch.Tensor, t: torch.Tensor, kf: int, kb: int):
     if q.shape[0] * q.shape[2] * q.shape[3] * max(kf, kb) ** 2 <= 5000:
         return brute_window_match(q, t, kf, kb)
     return oracle(q, t, kf, kb)
-
-
-def max_err(got, want) -> float:
-    return max((g.double() - w.double()).abs().max().item() for g, w in zip(got, want))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
