@@ -408,8 +408,9 @@ def test_gpu_autotuned_configs_agree():
 @gpu
 def test_gpu_matches_cuda_engine_when_built():
     q, t = _gpu_pair(3, 20, 128, 32, 32, seed=33)
-    if _backends.reasons("window_match", "cuda", (q, t)):
-        pytest.skip(f"cuda engine cannot run: {_backends.reasons('window_match', 'cuda', (q, t))}")
+    why = _backends.reasons("window_match", "cuda", (q, t))
+    if why:
+        pytest.skip(f"cuda engine cannot run: {why}")
     torch.testing.assert_close(wm.window_match(q, t, 13, 7), hf.window_match(q, t, 13, 7, backend="cuda"),
                                atol=3e-6, rtol=0)
 
