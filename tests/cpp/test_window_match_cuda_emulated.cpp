@@ -4,10 +4,12 @@
 // built with hardware FMA, like the CPU engine's fast path).
 // Covers every precision path, the launch configurations (tile sizes), both cp.async completion timings, odd
 // shapes, windows 1..15, N > 64 (two template chunks), C not a multiple of the channel chunk and B > 32.
+// With --race, a short list for the ThreadSanitizer build (race_mode).
 #define HETMM_CUDA_EMULATION 1
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -265,7 +267,42 @@ void check_naive(const Shape& s, hetmm::FeatureDtype dtype, uint64_t seed) {
 
 }  // namespace
 
-int main() {
+// Race mode (argument --race; the ThreadSanitizer build runs it): few, small launches that still reach every
+// synchronisation of the fused kernel: several warps sharing the block's query columns and the cp.async stage ring,
+// the ring wrapping around (more stages than its depth, two template chunks), several channel chunks, both cp.async
+// completion timings, the backward atomic max of several blocks into one map, and the TF32 rounding kernel. Under
+// ThreadSanitizer every lane switch of a shuffle or mma is a fiber switch, so the 16/32-bit tensor-core paths get
+// the smallest shapes that still wrap the ring.
+int race_mode() {
+  hetmm::CudaDeviceLimits big;
+  big.sm_count = 1;
+  big.max_smem_per_block = 227 * 1024;
+  uint64_t seed = 1000;
+  struct Case {
+    WindowMatchCudaPath path;
+    Shape shape;
+    int max_warps;
+  };
+  const Case cases[] = {
+      {WindowMatchCudaPath::kExactFloat32, {3, 70, 40, 6, 8, 3, 5}, 4},
+      {WindowMatchCudaPath::kExactFloat64, {2, 66, 20, 3, 4, 3, 1}, 2},
+      {WindowMatchCudaPath::kFloat16, {2, 70, 70, 4, 5, 3, 1}, 2},
+      {WindowMatchCudaPath::kBFloat16, {2, 3, 8, 4, 5, 1, 3}, 2},
+      {WindowMatchCudaPath::kTF32, {2, 3, 40, 4, 5, 3, 3}, 2},
+  };
+  for (hetmm_emu::CopyTiming timing : {hetmm_emu::CopyTiming::kAtIssue, hetmm_emu::CopyTiming::kAtWait}) {
+    hetmm_emu::set_copy_timing(timing);
+    for (const Case& c : cases) check_fused(c.shape, c.path, big, seed++, c.max_warps);
+  }
+  return hetmm_test::report("test_window_match_cuda_emulated --race");
+}
+
+int main(int argc, char** argv) {
+  if (argc == 2 && std::strcmp(argv[1], "--race") == 0) return race_mode();
+  if (argc > 1) {
+    std::fprintf(stderr, "usage: %s [--race]\n", argv[0]);
+    return 2;
+  }
   const WindowMatchCudaPath paths[] = {WindowMatchCudaPath::kFloat16, WindowMatchCudaPath::kBFloat16,
                                        WindowMatchCudaPath::kTF32, WindowMatchCudaPath::kExactFloat32,
                                        WindowMatchCudaPath::kExactFloat64};
