@@ -287,6 +287,7 @@ int race_mode() {
       {WindowMatchCudaPath::kExactFloat32, {3, 70, 40, 6, 8, 3, 5}, 4},
       {WindowMatchCudaPath::kExactFloat64, {2, 66, 20, 3, 4, 3, 1}, 2},
       {WindowMatchCudaPath::kFloat16, {2, 70, 70, 4, 5, 3, 1}, 2},
+      {WindowMatchCudaPath::kFloat16, {4, 3, 8, 5, 5, 3, 3}, 4},
       {WindowMatchCudaPath::kBFloat16, {2, 3, 8, 4, 5, 1, 3}, 2},
       {WindowMatchCudaPath::kTF32, {2, 3, 40, 4, 5, 3, 3}, 2},
   };
