@@ -23,15 +23,20 @@
 // fp16 kernel: 174 instructions per stage before the first HMMA, down from about 360 with per-copy index division.
 // Bytes moved per block: NQ*Cp*e (query, once) + ceil(N/64)*|neighbourhood|*64*Cp*e (templates, from L2);
 // FLOPs: 2 * 64*ceil(N/64) * NQ * Cp * (active stages), of which 2*B*N*C*sum_p |window(p)| are useful.
-// Launch: grid = ceil(B/BI) * ceil(H/TY) * ceil(W/TX) blocks of 32..128 threads; the largest NQ whose shared memory
-// fits is taken unless it leaves fewer blocks than multiprocessors (WindowMatchCudaProblem::max_warps caps it, so
-// that a benchmark can compare tile sizes in one run).
+// Launch: grid = splits * ceil(B/BI) * ceil(H/TY) * ceil(W/TX) blocks of 32..128 threads; the largest NQ whose shared
+// memory fits is taken unless it leaves fewer blocks than multiprocessors (WindowMatchCudaProblem::max_warps caps it,
+// so that a benchmark can compare tile sizes in one run). Small problems (batch 1: the 16x16 layer gives 8 tiles)
+// would still leave most multiprocessors idle, so each tile's units (template chunk, neighbourhood pixel; n_cc
+// stages each) are then shared among `splits` blocks, contiguous ranges of the stage order, for about two blocks per
+// multiprocessor; each block loads the tile's query columns, and the forward maxima are combined by the same atomic
+// max as the backward ones (fwd holds int keys during the launch). Maxima are exact, so the bits do not depend on the
+// split.
 // Windows are runtime values for every size: they only decide which template pixels are staged and two integer
 // comparisons per column in the epilogue, so no per-window instantiation (issue 4 suggested 1..15 at compile time)
 // is made: there is no window loop to unroll, so no gain is expected (the build cost would be small: this file
 // compiles in about 9 s for sm_80 + sm_90 + PTX). Checked in the sm_90 SASS of the fp16 kernel: with 13x7 as
-// compile-time constants, the 174 instructions per stage before the first HMMA and the 214 registers stay the same;
-// only the epilogue shrinks (3056 -> 2984 instructions in the whole kernel).
+// compile-time constants, the 174 instructions per stage before the first HMMA and the registers (214 at the time)
+// stay the same; only the epilogue shrinks (3056 -> 2984 instructions in the whole kernel).
 #include "window_match_cuda.h"
 
 #include <algorithm>
@@ -94,7 +99,9 @@ struct Params {
   int B, N, H, W, Cp;
   int df, db, d;
   int NQ, BI, TX, TY, tiles_x, tiles_y;
-  float* fwd;
+  int splits;     // blocks per tile, each taking a contiguous share of the tile's (template chunk, pixel) units
+  float* fwd;     // splits == 1: written directly
+  int* fwd_keys;  // splits > 1: the same memory as ordered int keys (atomic max), converted after the kernel
   int* bwd_keys;
 };
 
@@ -242,6 +249,8 @@ __global__ void __launch_bounds__(32 * kMaxWarps) window_match_kernel(const Para
   const int lane = tid & 31, warp = tid >> 5, g = lane >> 2, qd = lane & 3;
 
   int blk = static_cast<int>(blockIdx.x);
+  const int split = blk % p.splits;
+  blk /= p.splits;
   const int bx = blk % p.tiles_x;
   blk /= p.tiles_x;
   const int by = blk % p.tiles_y;
@@ -295,13 +304,24 @@ HETMM_UNROLL
   const int n_pix = (yb - ya + 1) * nx;
   const int n_cc = p.Cp / L::kChunk;
   const int n_tc = (p.N + kChunkRows - 1) / kChunkRows;
-  const int n_stages = n_tc * n_pix * n_cc;
   const int ny = yb - ya + 1;
+  // This block's share of the units (template chunk, neighbourhood pixel), n_cc stages each: all of them unless
+  // the tile is split across blocks (small problems, to occupy every multiprocessor).
+  const int n_units = n_tc * n_pix;
+  const int u_begin = static_cast<int>(static_cast<int64_t>(n_units) * split / p.splits);
+  const int u_end = static_cast<int>(static_cast<int64_t>(n_units) * (split + 1) / p.splits);
+  const int n_stages = (u_end - u_begin) * n_cc;
 
   // Stages run in the order (template chunk, neighbourhood row, column, channel chunk), innermost last; two cursors
   // walk them (the loads kStages - 1 ahead of the products), so no stage index is ever divided.
   struct Cursor {
-    int cc = 0, px = 0, py = 0, tc = 0;
+    int cc, px, py, tc;
+    __device__ __forceinline__ void start(int unit, int n_pix_, int nx_) {
+      cc = 0;
+      tc = unit / n_pix_;
+      py = unit % n_pix_ / nx_;
+      px = unit % n_pix_ % nx_;
+    }
     __device__ __forceinline__ void advance(int n_cc_, int nx_, int ny_) {
       if (++cc < n_cc_) return;
       cc = 0;
@@ -345,6 +365,8 @@ HETMM_UNROLL
   const E* const ts_lane = ts + lo.a;
   const E* const qs_lane = qs + static_cast<size_t>(warp) * L::kColumnsPerWarp * q_stride + lo.b;
   Cursor loading, computing;
+  loading.start(u_begin, n_pix, nx);
+  computing = loading;
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < n_stages) {
       load_stage(loading, s);
@@ -413,8 +435,13 @@ HETMM_UNROLL
       m = max_of(m, cu::shfl_xor(m, 4));
       m = max_of(m, cu::shfl_xor(m, 8));
       m = max_of(m, cu::shfl_xor(m, 16));
-      if (g == 0 && cok[nt][e])
-        p.fwd[cb[nt][e] * HW + static_cast<int64_t>(cy[nt][e]) * p.W + cx[nt][e]] = static_cast<float>(m);
+      const int64_t at = cb[nt][e] * HW + static_cast<int64_t>(cy[nt][e]) * p.W + cx[nt][e];
+      if (g == 0 && cok[nt][e]) {
+        if (p.splits == 1)
+          p.fwd[at] = static_cast<float>(m);
+        else
+          cu::atomic_max_int(p.fwd_keys + at, cu::ordered_key_from_bits(cu::float_bits(static_cast<float>(m))));
+      }
     }
 }
 
@@ -430,16 +457,22 @@ __global__ void round_tf32_kernel(uint32_t* data, int64_t n) {
     data[i] = cu::to_tf32(cu::bits_float(static_cast<int>(data[i])));
 }
 
-__global__ void fill_keys_kernel(int* keys, int64_t n, int key) {
+// keys0 and, when not null, keys1.
+__global__ void fill_keys_kernel(int* keys0, int* keys1, int64_t n, int key) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    keys[i] = key;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    keys0[i] = key;
+    if (keys1) keys1[i] = key;
+  }
 }
 
-__global__ void keys_to_float_kernel(int* keys, int64_t n) {
+// keys0 and, when not null, keys1.
+__global__ void keys_to_float_kernel(int* keys0, int* keys1, int64_t n) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    keys[i] = cu::bits_from_ordered_key(keys[i]);
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    keys0[i] = cu::bits_from_ordered_key(keys0[i]);
+    if (keys1) keys1[i] = cu::bits_from_ordered_key(keys1[i]);
+  }
 }
 
 int64_t next_pow2(int64_t v) {
@@ -448,8 +481,10 @@ int64_t next_pow2(int64_t v) {
   return r;
 }
 
+constexpr int kMaxSplits = 64;  // blocks per tile, chosen automatically; WindowMatchCudaProblem::splits may ask more
+
 struct Config {
-  int warps = 0, NQ = 0, BI = 0, TX = 0, TY = 0, tiles_x = 0, tiles_y = 0;
+  int warps = 0, NQ = 0, BI = 0, TX = 0, TY = 0, tiles_x = 0, tiles_y = 0, splits = 1;
   int64_t blocks = 0;
   size_t smem = 0;
 };
@@ -462,7 +497,10 @@ size_t smem_bytes(int NQ, int64_t Cp) {
          sizeof(typename P::Elem);
 }
 
-// Largest tile whose shared memory fits, unless a smaller one is needed to give every multiprocessor a block.
+// Largest tile whose shared memory fits, unless a smaller one is needed to give every multiprocessor a block. When
+// even the smallest tile leaves multiprocessors idle (small batches: batch-1 latency), each tile's units (template
+// chunk, neighbourhood pixel) are shared among `splits` blocks, for about two blocks per multiprocessor, at most
+// kMaxSplits and at most the units of an interior tile.
 template <class P>
 bool choose_config(const WindowMatchCudaProblem& pr, const CudaDeviceLimits& lim, Config& out) {
   using L = Layout<P>;
@@ -492,7 +530,18 @@ bool choose_config(const WindowMatchCudaProblem& pr, const CudaDeviceLimits& lim
     found = true;
     if (c.blocks >= lim.sm_count) break;
   }
-  return found;
+  if (!found) return false;
+  if (pr.splits > 0) {
+    out.splits = pr.splits;
+  } else if (out.blocks < lim.sm_count) {
+    const int64_t span = std::max(pr.fwd_window, pr.bwd_window) / 2 * 2;
+    const int64_t units = (pr.N + kChunkRows - 1) / kChunkRows * std::min<int64_t>(pr.H, out.TY + span) *
+                          std::min<int64_t>(pr.W, out.TX + span);
+    const int64_t want = (2 * static_cast<int64_t>(lim.sm_count) + out.blocks - 1) / out.blocks;
+    out.splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({want, units, kMaxSplits})));
+  }
+  out.blocks *= out.splits;
+  return true;
 }
 
 template <class P>
@@ -516,14 +565,17 @@ cudaError_t launch(const WindowMatchCudaProblem& pr, const CudaDeviceLimits& lim
   prm.TY = c.TY;
   prm.tiles_x = c.tiles_x;
   prm.tiles_y = c.tiles_y;
+  prm.splits = c.splits;
   prm.fwd = pr.fwd;
+  prm.fwd_keys = reinterpret_cast<int*>(pr.fwd);
   prm.bwd_keys = reinterpret_cast<int*>(pr.bwd);
 
   const int64_t n_out = pr.B * pr.H * pr.W;
   const unsigned fill_blocks = elementwise_blocks(n_out);
   const int minus_one_key = cu::ordered_key_from_bits(static_cast<int>(0xbf800000u));  // -1.0f
+  int* const fwd_keys = c.splits > 1 ? prm.fwd_keys : nullptr;  // fwd as keys only when tiles are split
   HETMM_LAUNCH(fill_keys_kernel, cu::dim3_t(fill_blocks), cu::dim3_t(kElementwiseThreads), 0, stream, prm.bwd_keys,
-               n_out, minus_one_key);
+               fwd_keys, n_out, minus_one_key);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
 
@@ -535,7 +587,7 @@ cudaError_t launch(const WindowMatchCudaProblem& pr, const CudaDeviceLimits& lim
   if (err != cudaSuccess) return err;
 
   HETMM_LAUNCH(keys_to_float_kernel, cu::dim3_t(fill_blocks), cu::dim3_t(kElementwiseThreads), 0, stream,
-               prm.bwd_keys, n_out);
+               prm.bwd_keys, fwd_keys, n_out);
   return cudaGetLastError();
 }
 
@@ -603,7 +655,8 @@ cudaError_t window_match_cuda(const WindowMatchCudaProblem& pr, WindowMatchCudaP
       !pr.fwd || !pr.bwd || pr.C_padded != window_match_cuda_padded_channels(path, pr.C_padded) ||
       pr.B * pr.H * pr.W > 0x7fffffffLL || pr.N * pr.C_padded > 0x7fffffffLL || pr.fwd_window > 0x7fffffffLL ||
       pr.bwd_window > 0x7fffffffLL || !(pr.max_warps == 0 || pr.max_warps == 1 || pr.max_warps == 2 ||
-                                         pr.max_warps == kMaxWarps))
+                                         pr.max_warps == kMaxWarps) ||
+      pr.splits < 0 || pr.splits > kWindowMatchCudaMaxSplits)
     return cudaErrorInvalidValue;
   switch (path) {
     case WindowMatchCudaPath::kFloat16:

@@ -6,7 +6,8 @@
 //   query      [H*W][B][Cp]   pixel-major, channels contiguous, zero in channels C..Cp-1
 //   templates  [H*W][N][Cp]   same layout
 //   Cp = window_match_cuda_padded_channels(path, C) (a multiple of 128 bytes of elements).
-// Outputs: fwd, bwd [B][H][W] float32 (written completely; bwd is used as int scratch during the launch).
+// Outputs: fwd, bwd [B][H][W] float32 (written completely; bwd, and fwd when tiles are split, are used as int
+// scratch during the launch).
 //
 // Paths (element type of the packed inputs -> arithmetic):
 //   kFloat16, kBFloat16  16-bit inputs, tensor cores (mma.sync m16n8k16), float32 accumulation
@@ -42,7 +43,13 @@ struct WindowMatchCudaProblem {
   float* fwd = nullptr;                    // [B][H][W]
   float* bwd = nullptr;                    // [B][H][W]
   int max_warps = 0;  // warps per block of the fused kernel: 0 = automatic (up to 4), else at most 1, 2 or 4 (tuning)
+  // Blocks sharing each query tile's work (its template chunks x neighbourhood pixels): 0 = automatic (more than one
+  // only when even the smallest tile leaves multiprocessors idle), else exactly this many, at most
+  // kWindowMatchCudaMaxSplits (tuning, tests). Results are identical whatever the split (maxima only).
+  int splits = 0;
 };
+
+constexpr int kWindowMatchCudaMaxSplits = 1024;
 
 // Bytes of one packed element of `path` (2, 4 or 8).
 int64_t window_match_cuda_element_bytes(WindowMatchCudaPath path);

@@ -3,7 +3,8 @@
 // (inputs rounded to fp16 / bf16 / TF32), and the exact float32 path bit-for-bit against window_match_cpu (when
 // built with hardware FMA, like the CPU engine's fast path).
 // Covers every precision path, the launch configurations (tile sizes), both cp.async completion timings, odd
-// shapes, windows 1..15, N > 64 (two template chunks), C not a multiple of the channel chunk and B > 32.
+// shapes, windows 1..15, N > 64 (two template chunks), C not a multiple of the channel chunk, B > 32, and query
+// tiles split among blocks (automatic and forced, including more blocks than a tile has units).
 // With --race, a short list for the ThreadSanitizer build (race_mode).
 #define HETMM_CUDA_EMULATION 1
 
@@ -174,7 +175,7 @@ const char* path_name(WindowMatchCudaPath p) {
 }
 
 void check_fused(const Shape& s, WindowMatchCudaPath path, const hetmm::CudaDeviceLimits& lim, uint64_t seed,
-                 int max_warps = 0) {
+                 int max_warps = 0, int splits = 0) {
   Rng rng(seed);
   const auto q = unit_features(s.B, s.C, s.H, s.W, rng);
   const auto t = unit_features(s.N, s.C, s.H, s.W, rng);
@@ -199,6 +200,7 @@ void check_fused(const Shape& s, WindowMatchCudaPath path, const hetmm::CudaDevi
   pr.fwd = fwd.data();
   pr.bwd = bwd.data();
   pr.max_warps = max_warps;
+  pr.splits = splits;
   const cudaError_t err = hetmm::window_match_cuda(pr, path, lim, nullptr);
   HETMM_CHECK(err == cudaSuccess, path_name(path), " launch failed");
 
@@ -216,7 +218,7 @@ void check_fused(const Shape& s, WindowMatchCudaPath path, const hetmm::CudaDevi
   }
   HETMM_CHECK(worst <= tol, path_name(path), " B=", s.B, " N=", s.N, " C=", s.C, " H=", s.H, " W=", s.W, " kf=", s.kf,
               " kb=", s.kb, " sm=", lim.sm_count, " smem=", lim.max_smem_per_block, " max_warps=", max_warps,
-              ": max error ", worst);
+              " splits=", splits, ": max error ", worst);
 
 #ifdef __FMA__
   // The CPU engine built with hardware FMA computes the same FMA chain: identical bits.
@@ -229,7 +231,8 @@ void check_fused(const Shape& s, WindowMatchCudaPath path, const hetmm::CudaDevi
     hetmm::window_match_cpu(qm, tm, s.kf, s.kb, cf.data(), cbk.data());
     HETMM_CHECK(std::memcmp(cf.data(), fwd.data(), 4 * fwd.size()) == 0 &&
                     std::memcmp(cbk.data(), bwd.data(), 4 * bwd.size()) == 0,
-                "exact32 differs from window_match_cpu for B=", s.B, " N=", s.N, " C=", s.C, " H=", s.H, " W=", s.W);
+                "exact32 differs from window_match_cpu for B=", s.B, " N=", s.N, " C=", s.C, " H=", s.H, " W=", s.W,
+                " splits=", splits);
   }
 #endif
 }
@@ -281,19 +284,21 @@ int race_mode() {
   struct Case {
     WindowMatchCudaPath path;
     Shape shape;
-    int max_warps;
+    int max_warps, splits;
   };
   const Case cases[] = {
-      {WindowMatchCudaPath::kExactFloat32, {3, 70, 40, 6, 8, 3, 5}, 4},
-      {WindowMatchCudaPath::kExactFloat64, {2, 66, 20, 3, 4, 3, 1}, 2},
-      {WindowMatchCudaPath::kFloat16, {2, 70, 70, 4, 5, 3, 1}, 2},
-      {WindowMatchCudaPath::kFloat16, {4, 3, 8, 5, 5, 3, 3}, 4},
-      {WindowMatchCudaPath::kBFloat16, {2, 3, 8, 4, 5, 1, 3}, 2},
-      {WindowMatchCudaPath::kTF32, {2, 3, 40, 4, 5, 3, 3}, 2},
+      {WindowMatchCudaPath::kExactFloat32, {3, 70, 40, 6, 8, 3, 5}, 4, 0},
+      {WindowMatchCudaPath::kExactFloat64, {2, 66, 20, 3, 4, 3, 1}, 2, 0},
+      {WindowMatchCudaPath::kFloat16, {2, 70, 70, 4, 5, 3, 1}, 2, 0},
+      {WindowMatchCudaPath::kFloat16, {4, 3, 8, 5, 5, 3, 3}, 4, 0},
+      {WindowMatchCudaPath::kBFloat16, {2, 3, 8, 4, 5, 1, 3}, 2, 0},
+      {WindowMatchCudaPath::kTF32, {2, 3, 40, 4, 5, 3, 3}, 2, 0},
+      {WindowMatchCudaPath::kExactFloat32, {2, 3, 20, 4, 5, 3, 5}, 1, 3},  // forward maxima by atomics too
+      {WindowMatchCudaPath::kFloat16, {2, 3, 8, 4, 5, 5, 3}, 2, 2},
   };
   for (hetmm_emu::CopyTiming timing : {hetmm_emu::CopyTiming::kAtIssue, hetmm_emu::CopyTiming::kAtWait}) {
     hetmm_emu::set_copy_timing(timing);
-    for (const Case& c : cases) check_fused(c.shape, c.path, big, seed++, c.max_warps);
+    for (const Case& c : cases) check_fused(c.shape, c.path, big, seed++, c.max_warps, c.splits);
   }
   return hetmm_test::report("test_window_match_cuda_emulated --race");
 }
@@ -314,14 +319,18 @@ int main(int argc, char** argv) {
   hetmm::CudaDeviceLimits big;  // the largest tile that fits
   big.sm_count = 1;
   big.max_smem_per_block = 227 * 1024;
-  hetmm::CudaDeviceLimits many = big;  // "too few blocks": the smallest tile
+  hetmm::CudaDeviceLimits many = big;  // "too few blocks": the smallest tile, each tile split across up to 64 blocks
   many.sm_count = 1 << 30;
   uint64_t seed = 1;
   for (const Shape& s : shapes)
     for (WindowMatchCudaPath path : paths) {
       check_fused(s, path, big, seed++);
       check_fused(s, path, many, seed++);
+      check_fused(s, path, many, seed++, 0, 1);  // the smallest tile, not split
     }
+  // Splits that do not divide the units, more splits than units (empty blocks), on tiles of every width.
+  for (int splits : {2, 3, 7, 1000})
+    for (WindowMatchCudaPath path : paths) check_fused({3, 70, 20, 5, 6, 5, 3}, path, big, seed++, 0, splits);
   // Every window 1..15 in both directions (and mixed), middle-sized tile, cp.async data landing only at the wait.
   hetmm_emu::set_copy_timing(hetmm_emu::CopyTiming::kAtWait);
   hetmm::CudaDeviceLimits mid = big;
@@ -360,6 +369,12 @@ int main(int argc, char** argv) {
       pr.max_warps = bad;
       HETMM_CHECK(hetmm::window_match_cuda(pr, WindowMatchCudaPath::kFloat16, big, nullptr) == cudaErrorInvalidValue,
                   "max_warps=", bad, " accepted");
+    }
+    pr.max_warps = 0;
+    for (int bad : {-1, hetmm::kWindowMatchCudaMaxSplits + 1}) {
+      pr.splits = bad;
+      HETMM_CHECK(hetmm::window_match_cuda(pr, WindowMatchCudaPath::kFloat16, big, nullptr) == cudaErrorInvalidValue,
+                  "splits=", bad, " accepted");
     }
   }
 
