@@ -91,6 +91,20 @@ def max_warps(warps: int) -> Iterator[None]:
         torch.ops.hetmm._cuda_set_window_match_max_warps(old)
 
 
+@contextlib.contextmanager
+def splits(count: int) -> Iterator[None]:
+    """Tuning context for benchmarks and tests: share each query tile's work (its template chunks x neighbourhood
+    pixels) among exactly ``count`` blocks (1..1024; 1 = never split); 0 restores the automatic choice (split only
+    when even the smallest tile leaves multiprocessors idle, as at batch 1, for about two blocks per
+    multiprocessor). Results do not depend on it (maxima only); process-wide."""
+    old = torch.ops.hetmm._cuda_window_match_splits()
+    torch.ops.hetmm._cuda_set_window_match_splits(count)
+    try:
+        yield
+    finally:
+        torch.ops.hetmm._cuda_set_window_match_splits(old)
+
+
 _env_precision = os.environ.get("HETMM_CUDA_PRECISION", "").strip().lower()
 if _env_precision:
     set_precision(_env_precision)

@@ -128,6 +128,21 @@ def test_max_warps_setting_roundtrip_and_errors():
 
 
 @built
+def test_splits_setting_roundtrip_and_errors():
+    assert torch.ops.hetmm._cuda_window_match_splits() == 0
+    with engine.splits(7):
+        assert torch.ops.hetmm._cuda_window_match_splits() == 7
+        with engine.splits(1):
+            assert torch.ops.hetmm._cuda_window_match_splits() == 1
+        assert torch.ops.hetmm._cuda_window_match_splits() == 7
+    assert torch.ops.hetmm._cuda_window_match_splits() == 0
+    for bad in (-1, 1025):
+        with pytest.raises(ValueError, match="splits must be 0"):
+            torch.ops.hetmm._cuda_set_window_match_splits(bad)
+    assert torch.ops.hetmm._cuda_window_match_splits() == 0
+
+
+@built
 def test_refusal_reasons_for_cpu_inputs():
     assert set(engine.REGISTERED) == {"window_match", "optics_labels", "pts_select"}
     q = unit_features((1, 4, 3, 3))
@@ -252,6 +267,24 @@ def test_tile_size_cap_changes_no_bit(dtype):
             got = hf.window_match(q, t, 7, 3, backend="cuda")
         for x, y in zip(got, want):
             assert torch.equal(x, y), warps
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_split_tiles_change_no_bit(dtype):
+    """A tile's work shared among blocks (batch 1 splits automatically) gives the same bits as one block per tile:
+    the blocks combine maxima only; forced splits include more blocks than a tile has units (empty blocks)."""
+    q, t = feats((1, 72, 9, 11), seed=25).to(dtype), feats((70, 72, 9, 11), seed=26).to(dtype)
+    with engine.splits(1):
+        want = hf.window_match(q, t, 7, 3, backend="cuda")
+    for count in (0, 2, 3, 1024):
+        with engine.splits(count):
+            got = hf.window_match(q, t, 7, 3, backend="cuda")
+        for x, y in zip(got, want):
+            assert torch.equal(x, y), count
+    ref = reference_window_match(q.double(), t.double(), 7, 3)
+    for x, y in zip(want, ref):
+        assert max_err(x, y) < (5e-3 if dtype in (torch.float16, torch.bfloat16) else 1e-5)
 
 
 @gpu

@@ -8,6 +8,9 @@
 //   _cuda_set_window_match_max_warps(int warps) -> ()   0 (automatic, default), 1, 2 or 4: cap on the fused
 //       kernel's warps per block, for benchmarks comparing tile sizes
 //   _cuda_window_match_max_warps() -> int
+//   _cuda_set_window_match_splits(int splits) -> ()   0 (automatic, default) or 1..1024: blocks sharing each query
+//       tile's work, for benchmarks and tests (window_match_cuda.h)
+//   _cuda_window_match_splits() -> int
 //   _window_match_cuda_max_channels(int path, int device) -> int   largest C of a path on a device (0: none)
 //   _window_match_naive(Tensor query, Tensor templates, int fwd_window, int bwd_window) -> (Tensor, Tensor)
 //       the published-structure baseline (window_match_naive_cuda.cu), for benchmarks only
@@ -54,6 +57,17 @@ void set_max_warps(int64_t warps) {
 }
 
 int64_t max_warps() { return g_max_warps; }
+
+std::atomic<int> g_splits{0};
+
+void set_splits(int64_t splits) {
+  TORCH_CHECK_VALUE(splits >= 0 && splits <= kWindowMatchCudaMaxSplits,
+                    "hetmm cuda: window_match splits must be 0 (automatic) or 1..", kWindowMatchCudaMaxSplits,
+                    ", got ", splits);
+  g_splits = static_cast<int>(splits);
+}
+
+int64_t splits() { return g_splits; }
 
 int64_t max_channels(int64_t path, int64_t device) {
   TORCH_CHECK_VALUE(path >= 0 && path <= 4, "hetmm cuda: unknown window_match path ", path);
@@ -155,6 +169,7 @@ std::tuple<at::Tensor, at::Tensor> window_match_cuda_torch(const at::Tensor& que
   pr.fwd = fwd.data_ptr<float>();
   pr.bwd = bwd.data_ptr<float>();
   pr.max_warps = g_max_warps;
+  pr.splits = g_splits;
   C10_CUDA_CHECK(window_match_cuda(pr, path, lim, c10::cuda::getCurrentCUDAStream()));
   return {fwd, bwd};
 }
@@ -198,6 +213,8 @@ TORCH_LIBRARY_FRAGMENT(hetmm, m) {
   m.def("_cuda_fp32_precision() -> str", &hetmm::fp32_precision);
   m.def("_cuda_set_window_match_max_warps(int warps) -> ()", &hetmm::set_max_warps);
   m.def("_cuda_window_match_max_warps() -> int", &hetmm::max_warps);
+  m.def("_cuda_set_window_match_splits(int splits) -> ()", &hetmm::set_splits);
+  m.def("_cuda_window_match_splits() -> int", &hetmm::splits);
   m.def("_window_match_cuda_max_channels(int path, int device) -> int", &hetmm::max_channels);
   m.def("_window_match_naive(Tensor query, Tensor templates, int fwd_window, int bwd_window) -> (Tensor, Tensor)");
 }
