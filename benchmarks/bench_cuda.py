@@ -94,7 +94,7 @@ def bench_window_match(quick: bool, log) -> tuple[list, dict]:
     cases = [("layer1", 32, 60, 256, 64, 64, 13, 7)]
     if not quick:
         cases += [("layer2", 32, 60, 512, 32, 32, 9, 5), ("layer3", 32, 60, 1024, 16, 16, 7, 3),
-                  ("layer1_b1", 1, 60, 256, 64, 64, 13, 7)]
+                  ("layer1_b1", 1, 60, 256, 64, 64, 13, 7), ("layer3_b1", 1, 60, 1024, 16, 16, 7, 3)]
     for name, B, N, C, H, W, kf, kb in cases:
         q64 = unit_features((B, C, H, W), torch.float64, seed=1, device="cuda")
         t64 = unit_features((N, C, H, W), torch.float64, seed=2, device="cuda")
@@ -120,6 +120,24 @@ def bench_window_match(quick: bool, log) -> tuple[list, dict]:
             if name == "layer1" and variant == "fp16":
                 headline["fused_fp16_ms"] = row.get("median_ms")
                 headline["fused_fp16_useful_tflops"] = row.get("useful_tflops")
+            if B == 1 and variant == "fp16":
+                headline.setdefault("b1_fp16_ms_by_splits", {})[name] = {"auto": row.get("median_ms")}
+        if B == 1:
+            # Batch 1 leaves most multiprocessors idle with one block per tile, so the automatic choice shares each
+            # tile among several blocks; the same call with one block per tile, for comparison (identical bits).
+            q, t = q64.half(), t64.half()
+            auto_out = engine.window_match(q, t, kf, kb)
+
+            def unsplit(q=q, t=t, auto_out=auto_out):
+                with engine.splits(1):
+                    ms = cuda_ms(lambda: engine.window_match(q, t, kf, kb))
+                    same = all(torch.equal(x, y) for x, y in zip(engine.window_match(q, t, kf, kb), auto_out))
+                return dict(median_ms=ms, useful_tflops=flops / ms / 1e9, equal_to_auto=same)
+
+            row = run(rows, log, dict(case=name, B=B, N=N, C=C, H=H, W=W, kf=kf, kb=kb, variant="fp16 splits=1",
+                                      backend="cuda"), unsplit)
+            headline.setdefault("b1_fp16_ms_by_splits", {}).setdefault(name, {})["1"] = row.get("median_ms")
+            del auto_out
         if name == "layer1":
             q, t = q64.half(), t64.half()
             # Smaller tiles (the automatic choice is the largest that fits): data for tuning, no result changes.

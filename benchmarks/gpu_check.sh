@@ -267,6 +267,8 @@ if h:
            f"- speedup vs PyTorch reference: {fmt(h.get('speedup_vs_reference'))}x",
            "- ms by warps per block (tuning): " + ", ".join(f"{k}: {fmt(v)}" for k, v in
                                                             h.get("fp16_ms_by_max_warps", {}).items())]
+    md += [f"- batch 1, {case}: ms with tiles split among blocks (auto) {fmt(v.get('auto'))}, one block per tile "
+           f"{fmt(v.get('1'))}" for case, v in h.get("b1_fp16_ms_by_splits", {}).items()]
     md += ["", "| case | variant | backend | ms | useful TFLOP/s | max err |", "|---|---|---|---|---|---|"]
     for r in bench.get("window_match", []):
         md.append(f"| {r.get('case')} | {r.get('variant', '')} | {r.get('backend')} | {fmt(r.get('median_ms'))} | "

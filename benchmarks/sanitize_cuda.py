@@ -9,8 +9,8 @@ The parity tests (tests/test_engine_cuda.py) compare values; they cannot see a r
 happens to return harmless bytes, a shared-memory race that the scheduling of the day hides, or a barrier in
 divergent code. The sanitizer can, so the shapes here are chosen to sit on the kernels' edges: widths just over one
 query tile, channel counts with a partial 128-byte chunk, windows larger than the map, 1x1 maps, N = 1 and N = 2,
-size = N, inputs read in place (pixel-major, with a storage offset), every window_match precision path, the naive
-baseline, batched OPTICS with noise and exact ties, min_samples = 2 and near N.
+size = N, inputs read in place (pixel-major, with a storage offset), every window_match precision path, query tiles
+split among blocks (forced, besides the automatic splits of small problems), the naive baseline, batched OPTICS with noise and exact ties, min_samples = 2 and near N.
 
 PYTORCH_NO_CUDA_MEMORY_CACHING=1 is set before torch is imported, so every tensor is its own cudaMalloc: with torch's
 caching allocator a read past a tensor's end lands inside the cached block around it, where memcheck cannot see it.
@@ -86,7 +86,7 @@ def _check(name: str, got, want, tol: float) -> None:
 
 
 def _window_case(path: str, B: int, N: int, C: int, H: int, W: int, kf: int, kb: int, *, layout: str = "nchw",
-                 warps: int = 0, seed: int = 0) -> Callable[[str], None]:
+                 warps: int = 0, splits: int = 0, seed: int = 0) -> Callable[[str], None]:
     def run(device: str) -> None:
         dtype = DTYPE[path]
         q = unit_features((B, C, H, W), dtype, seed=seed)
@@ -106,6 +106,8 @@ def _window_case(path: str, B: int, N: int, C: int, H: int, W: int, kf: int, kb:
             ctx.enter_context(engine.precision("tf32" if path == "tf32" else "exact"))
             if warps:
                 ctx.enter_context(engine.max_warps(warps))
+            if splits:
+                ctx.enter_context(engine.splits(splits))
         with ctx:
             got = hf.window_match(qd, td, kf, kb, backend="cuda" if device != "cpu" else "cpu")
             if device != "cpu":
@@ -200,6 +202,12 @@ def cases() -> list[Case]:
              _window_case("fp16", 1, 2, 72, 3, 70, 3, 5, warps=1, seed=17)),
         Case("wm_exact32_two_warps", "window_match:exact32", False, True,
              _window_case("exact32", 1, 2, 40, 3, 70, 5, 3, warps=2, seed=18)),
+        # Small problems split each tile among blocks automatically (most cases above do on a large GPU); here
+        # forced: 5 blocks per tile (forward maxima by atomics, uneven shares), and 1 (no split) for contrast.
+        Case("wm_fp16_split_tiles", "window_match:fp16", True, False,
+             _window_case("fp16", 1, 70, 72, 6, 9, 5, 3, splits=5, seed=19)),
+        Case("wm_exact32_unsplit", "window_match:exact32", False, False,
+             _window_case("exact32", 1, 3, 40, 6, 9, 5, 3, splits=1, seed=20)),
         Case("naive_fp32", "window_match_naive", True, True, _naive_case(torch.float32)),
         Case("naive_fp16", "window_match_naive", False, True, _naive_case(torch.float16)),
         Case("optics_batched", "optics_labels", True, False, _optics_case("batched")),
