@@ -531,12 +531,14 @@ bool choose_config(const WindowMatchCudaProblem& pr, const CudaDeviceLimits& lim
     if (c.blocks >= lim.sm_count) break;
   }
   if (!found) return false;
+  // Stage counts are 32-bit in the kernel: a tile's stages (template chunks x neighbourhood x channel chunks) must fit.
+  const int64_t span = std::max(pr.fwd_window, pr.bwd_window) / 2 * 2;
+  const int64_t units = (pr.N + kChunkRows - 1) / kChunkRows * std::min<int64_t>(pr.H, out.TY + span) *
+                        std::min<int64_t>(pr.W, out.TX + span);
+  if (units * (pr.C_padded / L::kChunk) > 0x7fffffffLL) return false;
   if (pr.splits > 0) {
     out.splits = pr.splits;
   } else if (out.blocks < lim.sm_count) {
-    const int64_t span = std::max(pr.fwd_window, pr.bwd_window) / 2 * 2;
-    const int64_t units = (pr.N + kChunkRows - 1) / kChunkRows * std::min<int64_t>(pr.H, out.TY + span) *
-                          std::min<int64_t>(pr.W, out.TX + span);
     const int64_t want = (2 * static_cast<int64_t>(lim.sm_count) + out.blocks - 1) / out.blocks;
     out.splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({want, units, kMaxSplits})));
   }
