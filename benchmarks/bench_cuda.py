@@ -369,6 +369,8 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(results, indent=1))
     errors = [r for k in ("window_match", "detector", "pts") for r in results.get(k, []) if "error" in r]
     errors += [results["agreement"]] if "error" in results.get("agreement", {}) else []
+    # Tile caps, splits and pixel-major inputs must not change a bit: a mismatch fails the run like an error.
+    errors += [r for r in results.get("window_match", []) if r.get("equal_to_auto") is False]
     print(f"bench_cuda: wrote {out} ({len(errors)} failed entries, {results['seconds']:.0f} s)")
     return 1 if errors else 0
 

@@ -273,7 +273,8 @@ if h:
     for r in bench.get("window_match", []):
         md.append(f"| {r.get('case')} | {r.get('variant', '')} | {r.get('backend')} | {fmt(r.get('median_ms'))} | "
                   f"{fmt(r.get('useful_tflops', r.get('tflops')))} | {fmt(r.get('max_err', ''))} |"
-                  + (f" ERROR {r['error'][:200]}" if "error" in r else ""))
+                  + (f" ERROR {r['error'][:200]}" if "error" in r else "")
+                  + (" BITS DIFFER from the automatic configuration" if r.get("equal_to_auto") is False else ""))
 for r in summary["detector"]:
     md += ["", f"## detector ({r.get('backbone')} in {r.get('backbone_dtype')}, {r.get('preset')}, templates "
                f"{r.get('dtype')}, fp32 {r.get('fp32_precision')})", ""]

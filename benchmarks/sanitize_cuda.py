@@ -9,8 +9,9 @@ The parity tests (tests/test_engine_cuda.py) compare values; they cannot see a r
 happens to return harmless bytes, a shared-memory race that the scheduling of the day hides, or a barrier in
 divergent code. The sanitizer can, so the shapes here are chosen to sit on the kernels' edges: widths just over one
 query tile, channel counts with a partial 128-byte chunk, windows larger than the map, 1x1 maps, N = 1 and N = 2,
-size = N, inputs read in place (pixel-major, with a storage offset), every window_match precision path, query tiles
-split among blocks (forced, besides the automatic splits of small problems), the naive baseline, batched OPTICS with noise and exact ties, min_samples = 2 and near N.
+size = N, inputs read in place (pixel-major, with a storage offset), every window_match precision path, query
+tiles split among blocks (forced, besides the automatic splits of small problems), the naive baseline, batched
+OPTICS with noise and exact ties, min_samples = 2 and near N.
 
 PYTORCH_NO_CUDA_MEMORY_CACHING=1 is set before torch is imported, so every tensor is its own cudaMalloc: with torch's
 caching allocator a read past a tensor's end lands inside the cached block around it, where memcheck cannot see it.

@@ -29,8 +29,8 @@
 // would still leave most multiprocessors idle, so each tile's units (template chunk, neighbourhood pixel; n_cc
 // stages each) are then shared among `splits` blocks, contiguous ranges of the stage order, for about two blocks per
 // multiprocessor; each block loads the tile's query columns, and the forward maxima are combined by the same atomic
-// max as the backward ones (fwd holds int keys during the launch). Maxima are exact, so the bits do not depend on the
-// split.
+// max as the backward ones (fwd holds int keys during the launch). Maxima are exact, so for finite inputs the bits do
+// not depend on the split.
 // Windows are runtime values for every size: they only decide which template pixels are staged and two integer
 // comparisons per column in the epilogue, so no per-window instantiation (issue 4 suggested 1..15 at compile time)
 // is made: there is no window loop to unroll, so no gain is expected (the build cost would be small: this file
@@ -535,7 +535,7 @@ bool choose_config(const WindowMatchCudaProblem& pr, const CudaDeviceLimits& lim
   const int64_t span = std::max(pr.fwd_window, pr.bwd_window) / 2 * 2;
   const int64_t units = (pr.N + kChunkRows - 1) / kChunkRows * std::min<int64_t>(pr.H, out.TY + span) *
                         std::min<int64_t>(pr.W, out.TX + span);
-  if (units * (pr.C_padded / L::kChunk) > 0x7fffffffLL) return false;
+  if (units * (pr.C_padded / L::kChunk) > 0x7fffffffLL - kStages) return false;
   if (pr.splits > 0) {
     out.splits = pr.splits;
   } else if (out.blocks < lim.sm_count) {

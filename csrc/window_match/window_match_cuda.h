@@ -45,7 +45,8 @@ struct WindowMatchCudaProblem {
   int max_warps = 0;  // warps per block of the fused kernel: 0 = automatic (up to 4), else at most 1, 2 or 4 (tuning)
   // Blocks sharing each query tile's work (its template chunks x neighbourhood pixels): 0 = automatic (more than one
   // only when even the smallest tile leaves multiprocessors idle), else exactly this many, at most
-  // kWindowMatchCudaMaxSplits (tuning, tests). Results are identical whatever the split (maxima only).
+  // kWindowMatchCudaMaxSplits (tuning, tests). For finite inputs the results are identical whatever the split (maxima
+  // only).
   int splits = 0;
 };
 

@@ -203,6 +203,18 @@ void check_fused(const Shape& s, WindowMatchCudaPath path, const hetmm::CudaDevi
   pr.splits = splits;
   const cudaError_t err = hetmm::window_match_cuda(pr, path, lim, nullptr);
   HETMM_CHECK(err == cudaSuccess, path_name(path), " launch failed");
+  if (splits > 1 || (splits == 0 && lim.sm_count > 1)) {  // tiles (may be) split: the bits of one block per tile
+    std::vector<float> fwd1(fwd.size(), 7.0f), bwd1(fwd.size(), 7.0f);
+    hetmm::WindowMatchCudaProblem one = pr;
+    one.splits = 1;
+    one.fwd = fwd1.data();
+    one.bwd = bwd1.data();
+    HETMM_CHECK(hetmm::window_match_cuda(one, path, lim, nullptr) == cudaSuccess, path_name(path), " launch failed");
+    HETMM_CHECK(std::memcmp(fwd1.data(), fwd.data(), 4 * fwd.size()) == 0 &&
+                    std::memcmp(bwd1.data(), bwd.data(), 4 * bwd.size()) == 0,
+                path_name(path), " splits=", splits, " differs from one block per tile for B=", s.B, " N=", s.N,
+                " C=", s.C, " H=", s.H, " W=", s.W, " kf=", s.kf, " kb=", s.kb);
+  }
 
   std::vector<double> qq(q), tq(t), ef, eb;
   for (auto& v : qq) v = quantize(v, path);
@@ -328,7 +340,7 @@ int main(int argc, char** argv) {
       check_fused(s, path, many, seed++);
       check_fused(s, path, many, seed++, 0, 1);  // the smallest tile, not split
     }
-  // Splits that do not divide the units, more splits than units (empty blocks), on tiles of every width.
+  // Forced splits that do not divide the units, and more splits than units (empty blocks).
   for (int splits : {2, 3, 7, 1000})
     for (WindowMatchCudaPath path : paths) check_fused({3, 70, 20, 5, 6, 5, 3}, path, big, seed++, 0, splits);
   // Every window 1..15 in both directions (and mixed), middle-sized tile, cp.async data landing only at the wait.
