@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from typing import Callable, Iterator, Sequence
+from typing import Callable, ContextManager, Iterator, Sequence
 
 import torch
 
@@ -68,41 +68,36 @@ def get_precision() -> str:
 
 
 @contextlib.contextmanager
-def precision(mode: str) -> Iterator[None]:
-    """Context manager: ``with precision("tf32"): ...`` restores the previous setting on exit."""
-    old = get_precision()
-    set_precision(mode)
+def _setting(get: Callable[[], object], set_: Callable[[object], None], value: object) -> Iterator[None]:
+    """Context manager: ``set_(value)`` for the block, then the value ``get()`` gave before (a refused value changes
+    nothing)."""
+    old = get()
+    set_(value)
     try:
         yield
     finally:
-        set_precision(old)
+        set_(old)
 
 
-@contextlib.contextmanager
-def max_warps(warps: int) -> Iterator[None]:
+def precision(mode: str) -> ContextManager[None]:
+    """Context manager: ``with precision("tf32"): ...`` restores the previous setting on exit."""
+    return _setting(get_precision, set_precision, mode)
+
+
+def max_warps(warps: int) -> ContextManager[None]:
     """Tuning context for benchmarks: cap the fused ``window_match`` kernel at ``warps`` (1, 2 or 4) warps per block,
     i.e. 32, 64 or 128 query columns per block; 0 restores the automatic choice (the largest tile whose shared
     memory fits, unless it leaves multiprocessors idle). Results do not depend on it; process-wide."""
-    old = torch.ops.hetmm._cuda_window_match_max_warps()
-    torch.ops.hetmm._cuda_set_window_match_max_warps(warps)
-    try:
-        yield
-    finally:
-        torch.ops.hetmm._cuda_set_window_match_max_warps(old)
+    return _setting(torch.ops.hetmm._cuda_window_match_max_warps, torch.ops.hetmm._cuda_set_window_match_max_warps,
+                    warps)
 
 
-@contextlib.contextmanager
-def splits(count: int) -> Iterator[None]:
+def splits(count: int) -> ContextManager[None]:
     """Tuning context for benchmarks and tests: share each query tile's work (its template chunks x neighbourhood
     pixels) among exactly ``count`` blocks (1..1024; 1 = never split); 0 restores the automatic choice (split only
     when even the smallest tile leaves multiprocessors idle, as at batch 1, for about two blocks per
-    multiprocessor). Results do not depend on it (maxima only); process-wide."""
-    old = torch.ops.hetmm._cuda_window_match_splits()
-    torch.ops.hetmm._cuda_set_window_match_splits(count)
-    try:
-        yield
-    finally:
-        torch.ops.hetmm._cuda_set_window_match_splits(old)
+    multiprocessor). For finite inputs the results do not depend on it (maxima only); process-wide."""
+    return _setting(torch.ops.hetmm._cuda_window_match_splits, torch.ops.hetmm._cuda_set_window_match_splits, count)
 
 
 _env_precision = os.environ.get("HETMM_CUDA_PRECISION", "").strip().lower()

@@ -113,33 +113,23 @@ def test_precision_setting_roundtrip_and_errors():
 
 
 @built
-def test_max_warps_setting_roundtrip_and_errors():
-    assert torch.ops.hetmm._cuda_window_match_max_warps() == 0
-    with engine.max_warps(2):
-        assert torch.ops.hetmm._cuda_window_match_max_warps() == 2
-        with engine.max_warps(1):
-            assert torch.ops.hetmm._cuda_window_match_max_warps() == 1
-        assert torch.ops.hetmm._cuda_window_match_max_warps() == 2
-    assert torch.ops.hetmm._cuda_window_match_max_warps() == 0
-    for bad in (-1, 3, 8):
-        with pytest.raises(ValueError, match="max_warps must be 0"):
-            torch.ops.hetmm._cuda_set_window_match_max_warps(bad)
-    assert torch.ops.hetmm._cuda_window_match_max_warps() == 0
-
-
-@built
-def test_splits_setting_roundtrip_and_errors():
-    assert torch.ops.hetmm._cuda_window_match_splits() == 0
-    with engine.splits(7):
-        assert torch.ops.hetmm._cuda_window_match_splits() == 7
-        with engine.splits(1):
-            assert torch.ops.hetmm._cuda_window_match_splits() == 1
-        assert torch.ops.hetmm._cuda_window_match_splits() == 7
-    assert torch.ops.hetmm._cuda_window_match_splits() == 0
-    for bad in (-1, 1025):
-        with pytest.raises(ValueError, match="splits must be 0"):
-            torch.ops.hetmm._cuda_set_window_match_splits(bad)
-    assert torch.ops.hetmm._cuda_window_match_splits() == 0
+@pytest.mark.parametrize("knob, outer, inner, bad", [("max_warps", 2, 1, (-1, 3, 8)), ("splits", 7, 1, (-1, 1025))])
+def test_tuning_setting_roundtrip_and_errors(knob, outer, inner, bad):
+    get = getattr(torch.ops.hetmm, f"_cuda_window_match_{knob}")
+    context = getattr(engine, knob)
+    assert get() == 0
+    with context(outer):
+        assert get() == outer
+        with context(inner):
+            assert get() == inner
+        assert get() == outer
+    assert get() == 0
+    for value in bad:
+        with pytest.raises(ValueError, match=f"{knob} must be 0"):
+            getattr(torch.ops.hetmm, f"_cuda_set_window_match_{knob}")(value)
+        with pytest.raises(ValueError, match=f"{knob} must be 0"), context(value):
+            pass
+    assert get() == 0
 
 
 @built
