@@ -100,8 +100,8 @@ struct Params {
   int df, db, d;
   int NQ, BI, TX, TY, tiles_x, tiles_y;
   int splits;     // blocks per tile, each taking a contiguous share of the tile's (template chunk, pixel) units
-  float* fwd;     // splits == 1: written directly
-  int* fwd_keys;  // splits > 1: the same memory as ordered int keys (atomic max), converted after the kernel
+  float* fwd;     // written directly when fwd_keys is null
+  int* fwd_keys;  // splits > 1: fwd's memory as ordered int keys (atomic max), converted after the kernel; else null
   int* bwd_keys;
 };
 
@@ -437,7 +437,7 @@ HETMM_UNROLL
       m = max_of(m, cu::shfl_xor(m, 16));
       const int64_t at = cb[nt][e] * HW + static_cast<int64_t>(cy[nt][e]) * p.W + cx[nt][e];
       if (g == 0 && cok[nt][e]) {
-        if (p.splits == 1)
+        if (!p.fwd_keys)
           p.fwd[at] = static_cast<float>(m);
         else
           cu::atomic_max_int(p.fwd_keys + at, cu::ordered_key_from_bits(cu::float_bits(static_cast<float>(m))));
@@ -569,15 +569,14 @@ cudaError_t launch(const WindowMatchCudaProblem& pr, const CudaDeviceLimits& lim
   prm.tiles_y = c.tiles_y;
   prm.splits = c.splits;
   prm.fwd = pr.fwd;
-  prm.fwd_keys = reinterpret_cast<int*>(pr.fwd);
+  prm.fwd_keys = c.splits > 1 ? reinterpret_cast<int*>(pr.fwd) : nullptr;
   prm.bwd_keys = reinterpret_cast<int*>(pr.bwd);
 
   const int64_t n_out = pr.B * pr.H * pr.W;
   const unsigned fill_blocks = elementwise_blocks(n_out);
   const int minus_one_key = cu::ordered_key_from_bits(static_cast<int>(0xbf800000u));  // -1.0f
-  int* const fwd_keys = c.splits > 1 ? prm.fwd_keys : nullptr;  // fwd as keys only when tiles are split
   HETMM_LAUNCH(fill_keys_kernel, cu::dim3_t(fill_blocks), cu::dim3_t(kElementwiseThreads), 0, stream, prm.bwd_keys,
-               fwd_keys, n_out, minus_one_key);
+               prm.fwd_keys, n_out, minus_one_key);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
 
@@ -589,7 +588,7 @@ cudaError_t launch(const WindowMatchCudaProblem& pr, const CudaDeviceLimits& lim
   if (err != cudaSuccess) return err;
 
   HETMM_LAUNCH(keys_to_float_kernel, cu::dim3_t(fill_blocks), cu::dim3_t(kElementwiseThreads), 0, stream,
-               prm.bwd_keys, fwd_keys, n_out);
+               prm.bwd_keys, prm.fwd_keys, n_out);
   return cudaGetLastError();
 }
 
