@@ -32,7 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import hetmm_fast as hf  # noqa: E402
 from hetmm_fast import _backends  # noqa: E402
 from hetmm_fast.reference.window_match import window_match as reference_window_match  # noqa: E402
-from hetmm_fast.testing import clustered_points, cosine_distances, max_err, unit_features  # noqa: E402
+from hetmm_fast.testing import (  # noqa: E402
+    clustered_points,
+    cosine_distances,
+    max_err,
+    tf32_round,
+    unit_features,
+)
 
 TARGETS = {"naive_speedup": 30.0, "gemm_fraction": 0.35, "detector_img_per_s": 1000.0, "pts_category_s": 2.0}
 
@@ -74,6 +80,14 @@ def useful_pairs(H: int, W: int, k: int) -> int:
     return rows * cols
 
 
+def timed_vs(call, reference, flops: float) -> dict:
+    """Median ms and useful TFLOP/s of ``call()``, and whether its outputs equal ``reference`` bit for bit (tuning
+    variants that must not change the order of any sum: tile caps, tile splits, pixel-major inputs)."""
+    ms = cuda_ms(call)
+    return dict(median_ms=ms, useful_tflops=flops / ms / 1e9,
+                equal_to_auto=all(torch.equal(x, y) for x, y in zip(call(), reference)))
+
+
 def run(rows: list, log, base: dict, fn) -> dict:
     """Append ``dict(base, **fn())`` (or the error) to rows; one failing case must not lose the others."""
     try:
@@ -110,8 +124,7 @@ def bench_window_match(quick: bool, log) -> tuple[list, dict]:
                     ms = cuda_ms(lambda: engine.window_match(q, t, kf, kb))
                     qr, tr = q[:1], t
                     if variant == "tf32":  # the oracle sees what the tensor cores see
-                        qr = (qr.contiguous().view(torch.int32) + 0x1000 & ~0x1FFF).view(torch.float32)
-                        tr = (tr.contiguous().view(torch.int32) + 0x1000 & ~0x1FFF).view(torch.float32)
+                        qr, tr = tf32_round(qr), tf32_round(tr)
                     err = max_err(engine.window_match(q[:1], t, kf, kb),
                                   reference_window_match(qr.double(), tr.double(), kf, kb))
                 return dict(median_ms=ms, useful_tflops=flops / ms / 1e9, max_err=err)
@@ -128,11 +141,9 @@ def bench_window_match(quick: bool, log) -> tuple[list, dict]:
             q, t = q64.half(), t64.half()
             auto_out = engine.window_match(q, t, kf, kb)
 
-            def unsplit(q=q, t=t, auto_out=auto_out):
+            def unsplit(q=q, t=t, auto_out=auto_out, flops=flops):
                 with engine.splits(1):
-                    ms = cuda_ms(lambda: engine.window_match(q, t, kf, kb))
-                    same = all(torch.equal(x, y) for x, y in zip(engine.window_match(q, t, kf, kb), auto_out))
-                return dict(median_ms=ms, useful_tflops=flops / ms / 1e9, equal_to_auto=same)
+                    return timed_vs(lambda: engine.window_match(q, t, kf, kb), auto_out, flops)
 
             row = run(rows, log, dict(case=name, B=B, N=N, C=C, H=H, W=W, kf=kf, kb=kb, variant="fp16 splits=1",
                                       backend="cuda"), unsplit)
@@ -142,19 +153,14 @@ def bench_window_match(quick: bool, log) -> tuple[list, dict]:
             q, t = q64.half(), t64.half()
             # Smaller tiles (the automatic choice is the largest that fits): data for tuning, no result changes.
             headline["fp16_ms_by_max_warps"] = {"auto": headline.get("fused_fp16_ms")}
+            # Neither variant below changes the order of any sum (each column sums its stages in the same order
+            # whatever the tile; pixel-major inputs are what packing would produce): identical bits expected.
             auto_out = engine.window_match(q, t, kf, kb)
-
-            def timed_vs_auto(call):
-                # Neither variant changes the order of any sum (each column sums its stages in the same order
-                # whatever the tile; pixel-major inputs are what packing would produce): identical bits expected.
-                ms = cuda_ms(call)
-                return dict(median_ms=ms, useful_tflops=flops / ms / 1e9,
-                            equal_to_auto=all(torch.equal(x, y) for x, y in zip(call(), auto_out)))
 
             for warps in (2, 1):
                 def capped(warps=warps):
                     with engine.max_warps(warps):
-                        return timed_vs_auto(lambda: engine.window_match(q, t, kf, kb))
+                        return timed_vs(lambda: engine.window_match(q, t, kf, kb), auto_out, flops)
 
                 row = run(rows, log, dict(case=name, B=B, N=N, C=C, H=H, W=W, kf=kf, kb=kb,
                                           variant=f"fp16 max_warps={warps}", backend="cuda"), capped)
@@ -163,7 +169,7 @@ def bench_window_match(quick: bool, log) -> tuple[list, dict]:
             tp = hf.pixel_major(t)
 
             def in_place(tp=tp):
-                return timed_vs_auto(lambda: engine.window_match(q, tp, kf, kb))
+                return timed_vs(lambda: engine.window_match(q, tp, kf, kb), auto_out, flops)
 
             row = run(rows, log, dict(case=name, B=B, N=N, C=C, H=H, W=W, kf=kf, kb=kb,
                                       variant="fp16 pixel-major templates", backend="cuda"), in_place)
