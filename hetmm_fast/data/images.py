@@ -26,11 +26,17 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "list_images",
     "read_image",
+    "max_image_pixels",
+    "MAX_IMAGE_PIXELS",
     "to_tensor_batch",
     "iter_image_batches",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+# Default limit of max_image_pixels(): 268 M pixels, 805 MB as 8-bit RGB. It refuses decompression bombs and
+# absurd headers before any pixel memory is committed.
+MAX_IMAGE_PIXELS = 2**28
 
 # Float inputs are expected in [0, 1]; a little slack absorbs rounding from upstream arithmetic.
 _FLOAT_RANGE_SLACK = 1e-3
@@ -96,31 +102,82 @@ def _pil_to_rgb_array(image: Image.Image, where: str) -> np.ndarray:
     return np.array(arr, dtype=np.uint8, order="C")
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def max_image_pixels() -> int:
+    """Largest width x height :func:`read_image` decodes: ``HETMM_MAX_IMAGE_PIXELS``, else :data:`MAX_IMAGE_PIXELS`.
+
+    Pillow's own limit applies first: it warns above ``PIL.Image.MAX_IMAGE_PIXELS`` (89.5 M pixels by default) and
+    refuses above twice that; raise it too to read larger images.
+
+    Raises:
+        ValueError: ``HETMM_MAX_IMAGE_PIXELS`` is set but not an int >= 1.
+    """
+    env = os.environ.get("HETMM_MAX_IMAGE_PIXELS", "").strip()
+    if not env:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(env)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"HETMM_MAX_IMAGE_PIXELS must be an int >= 1 (pixels), got {env!r}")
+    return value
+
+
+def _open_header(path: Path, max_pixels: int) -> Image.Image:
+    """``Image.open`` (which parses the header only) plus the size checks, so nothing is decoded for a refused file."""
+    if path.stat().st_size == 0:
+        raise ValueError(f"read_image: '{path}' is an empty file (0 bytes)")
+    try:
+        image = Image.open(path)
+    except UnidentifiedImageError as exc:
+        raise ValueError(f"read_image: '{path}' is not a readable image (unknown or corrupt format)") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # The warning arrives as an exception only when warnings are errors (python -W error).
+        raise ValueError(f"read_image: '{path}' is too large to decode, refused by Pillow ({exc})") from exc
+    except Exception as exc:
+        # Pillow's format plugins report a damaged header with many exception types (OSError, SyntaxError,
+        # struct.error, EOFError, IndexError, ...); each means this file cannot be read.
+        raise ValueError(f"read_image: '{path}' cannot be read ({type(exc).__name__}: {exc})") from exc
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        image.close()
+        raise ValueError(f"read_image: '{path}' has zero size ({width}x{height} pixels)")
+    if width * height > max_pixels:
+        image.close()
+        raise ValueError(
+            f"read_image: '{path}' is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
+            "(HETMM_MAX_IMAGE_PIXELS); refused before decoding"
+        )
+    return image
+
+
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
     """Read one image file as an ``HxWx3`` uint8 RGB array.
 
-    Grayscale is repeated to three channels, alpha is dropped, palette images are expanded, 16-bit images are
-    scaled to 8 bits (see ``_pil_to_rgb_array``).
+    Grayscale is repeated to three channels, alpha is dropped, palette and CMYK images are converted, 16-bit
+    images are scaled to 8 bits (see ``_pil_to_rgb_array``).
+
+    The size in the file's header is checked before anything is decoded: an empty file, a zero-size image, or
+    one of more than ``max_pixels`` pixels (default :func:`max_image_pixels`) is refused, and so is what Pillow
+    refuses as a possible decompression bomb.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the path is a folder, or the file cannot be decoded (unknown format, truncated, corrupt);
-            the message names the path and the decoder's reason.
+        ValueError: the path is a folder, or the file is empty, too large, of zero size, or cannot be decoded
+            (unknown format, truncated, corrupt); the message names the path and the reason.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"read_image: file '{path}' does not exist")
     if path.is_dir():
         raise ValueError(f"read_image: '{path}' is a folder, not an image file")
-    try:
-        with Image.open(path) as image:
+    with _open_header(path, max_image_pixels() if max_pixels is None else max_pixels) as image:
+        try:
             image.load()
-            return _pil_to_rgb_array(image, f"read_image('{path}')")
-    except UnidentifiedImageError as exc:
-        raise ValueError(f"read_image: '{path}' is not a readable image (unknown or corrupt format)") from exc
-    except (OSError, SyntaxError) as exc:
-        # PIL reports truncated or damaged data as OSError (and a few plugins as SyntaxError).
-        raise ValueError(f"read_image: '{path}' cannot be decoded ({exc})") from exc
+        except Exception as exc:
+            # Truncated or damaged data: OSError from most decoders, other types from a few (see _open_header).
+            raise ValueError(f"read_image: '{path}' cannot be decoded ({exc})") from exc
+        return _pil_to_rgb_array(image, f"read_image('{path}')")
 
 
 def _numpy_to_float_chw(array: np.ndarray, where: str) -> torch.Tensor:
@@ -312,10 +369,18 @@ def _load_paths(paths: Sequence[Path], size: int) -> torch.Tensor:
     return out
 
 
-def _load_one(path: Path, size: int) -> torch.Tensor:
+def _load_one(path: Path, size: int, max_pixels: int | None = None) -> torch.Tensor:
     """One image file -> ``Tensor[3, size, size]`` float32 in [0, 1] (CPU)."""
-    rgb = torch.from_numpy(read_image(path)).permute(2, 0, 1).float().div_(255.0)
+    rgb = torch.from_numpy(read_image(path, max_pixels=max_pixels)).permute(2, 0, 1).float().div_(255.0)
     return _resize(rgb.unsqueeze(0), size)[0]
+
+
+def _load_or_error(path: Path, size: int, max_pixels: int | None = None) -> torch.Tensor | Exception:
+    """:func:`_load_one`, with the reasons a file cannot be read returned instead of raised."""
+    try:
+        return _load_one(path, size, max_pixels)
+    except (ValueError, OSError, MemoryError) as exc:
+        return exc
 
 
 def _reader_threads() -> int:
@@ -333,19 +398,33 @@ def _reader_threads() -> int:
 
 
 def iter_image_batches(
-    paths: str | os.PathLike | Sequence[str | os.PathLike], size: int, batch_size: int
-) -> Iterator[tuple[torch.Tensor, list[str]]]:
-    """Stream image files as batches ``(Tensor[b, 3, size, size], names)`` with ``b <= batch_size``.
+    paths: str | os.PathLike | Sequence[str | os.PathLike], size: int, batch_size: int, *, on_error: str = "raise"
+) -> Iterator[tuple]:
+    """Stream image files as batches of at most ``batch_size`` images, in input order.
 
     ``paths`` is a folder (its images, sorted) or a list of image paths. Files are read lazily, one batch ahead
     (decoded by up to 8 threads, ``HETMM_READ_THREADS`` to change), so memory stays bounded for big folders. Names
-    are the file stems. Arguments are checked (and a folder listed) when this is called; an unreadable file raises
-    when its batch is reached.
+    are the file stems. Arguments are checked (and a folder listed) when this is called.
+
+    ``on_error`` says what a file that cannot be read does (missing, empty, corrupt, truncated, too large; see
+    :func:`read_image`):
+
+    - ``"raise"`` (default): yields ``(Tensor[b, 3, size, size], names)``; the file's error is raised when its
+      batch is reached (the batches before it come out whole).
+    - ``"collect"``: yields ``(Tensor[b, 3, size, size], names, errors)`` with one row, name and entry of
+      ``errors`` per file, batches as with ``"raise"``: ``errors[i]`` is ``None`` for a file that was read, else the
+      exception (``ValueError`` or ``FileNotFoundError``, its message naming the file), and row ``i`` is then NaN.
+
+    Raises:
+        ValueError, TypeError, FileNotFoundError: invalid arguments, a missing folder, a folder without images,
+            an invalid ``HETMM_READ_THREADS`` or ``HETMM_MAX_IMAGE_PIXELS``.
     """
     where = "iter_image_batches"
     size = _check_size(size, where)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ValueError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
+    if on_error not in ("raise", "collect"):
+        raise ValueError(f"{where}: on_error must be 'raise' or 'collect', got {on_error!r}")
     if isinstance(paths, (str, os.PathLike)):
         path_list = _paths_from(paths, where)
     elif isinstance(paths, (list, tuple)):
@@ -357,28 +436,42 @@ def iter_image_batches(
         path_list = [Path(p) for p in paths]
     else:
         raise TypeError(f"{where}: paths must be a folder or a list of paths, got {type(paths).__name__}")
-    return _stream_batches(path_list, size, int(batch_size))
+    return _stream_batches(path_list, size, int(batch_size), on_error == "collect", max_image_pixels())
+
+
+def _batch_of(chunk: list[Path], items: list, size: int, collect: bool) -> tuple:
+    """The loaded images (or errors) of one chunk of files as the batch tuple that iter_image_batches yields."""
+    names = [p.stem for p in chunk]
+    if not collect:
+        return torch.stack(items), names
+    errors = [x if isinstance(x, Exception) else None for x in items]
+    rows = [torch.full((3, size, size), float("nan")) if e is not None else x for x, e in zip(items, errors)]
+    return torch.stack(rows), names, errors
 
 
 def _stream_batches(
-    path_list: list[Path], size: int, batch_size: int
-) -> Iterator[tuple[torch.Tensor, list[str]]]:
+    path_list: list[Path], size: int, batch_size: int, collect: bool, max_pixels: int
+) -> Iterator[tuple]:
     # A separate generator so that iter_image_batches validates its arguments when called, not at first next().
     # Files are decoded and resized by a thread pool (PIL and torch release the GIL), and the next batch is read
-    # while the caller works on this one; an unreadable file still raises when its own batch is asked for.
+    # while the caller works on this one; in "raise" mode an unreadable file still raises when its own batch is
+    # asked for, in "collect" mode its error takes its place.
     chunks = [path_list[i : i + batch_size] for i in range(0, len(path_list), batch_size)]
+    load = _load_or_error if collect else _load_one
     threads = _reader_threads()
     if threads == 1 or len(path_list) == 1:
         for chunk in chunks:
-            yield _load_paths(chunk, size), [p.stem for p in chunk]
+            yield _batch_of(chunk, [load(p, size, max_pixels) for p in chunk], size, collect)
         return
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hetmm-read") as pool:
-        pending = [pool.submit(_load_one, p, size) for p in chunks[0]]
+        pending = [pool.submit(load, p, size, max_pixels) for p in chunks[0]]
         try:
             for k, chunk in enumerate(chunks):
                 current = pending
-                pending = [pool.submit(_load_one, p, size) for p in chunks[k + 1]] if k + 1 < len(chunks) else []
-                yield torch.stack([f.result() for f in current]), [p.stem for p in chunk]
+                pending = (
+                    [pool.submit(load, p, size, max_pixels) for p in chunks[k + 1]] if k + 1 < len(chunks) else []
+                )
+                yield _batch_of(chunk, [f.result() for f in current], size, collect)
         finally:
             for f in pending:  # the caller stopped early or a file failed: drop the prefetch
                 f.cancel()
