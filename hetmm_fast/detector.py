@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ from .progress import progress_bar
 
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_ON_ERROR = ("raise", "skip", "collect")
+
+log = logging.getLogger("hetmm_fast")
 
 
 def _exact_float32(device: torch.device):
@@ -60,6 +64,33 @@ class Prediction:
     pro_maps: torch.Tensor
     raw: torch.Tensor
     names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImageResult:
+    """One image's result from :meth:`HETMM.predict_iter`, for an image resized to S x S.
+
+    index: position of the image in the input.
+    name: file stem, or image_000...
+    path: the image file; None for in-memory input.
+    score: image score (the preset's image post-processing).
+    map: Tensor[S, S] pixel anomaly map (the preset's pixel post-processing).
+    pro_map: Tensor[S, S] map for region metrics (the same tensor as ``map`` when the post-processings match).
+    raw: Tensor[S, S] the fused map S_dagger before any post-processing.
+    image: Tensor[3, S, S] the resized input in [0, 1] that was scored (for overlays).
+    error: None, or (``on_error="collect"``) the exception of a file that could not be read (ValueError or
+        FileNotFoundError, its message naming the file and the reason); every field from ``score`` on is then None.
+    """
+
+    index: int
+    name: str
+    path: Path | None
+    score: float | None = None
+    map: torch.Tensor | None = None
+    pro_map: torch.Tensor | None = None
+    raw: torch.Tensor | None = None
+    image: torch.Tensor | None = None
+    error: Exception | None = None
 
 
 class HETMM:
@@ -272,31 +303,138 @@ class HETMM:
         return GraphedAnomalyMap(self, batch_size)
 
     def predict(self, images: Any) -> Prediction:
-        """Score images: folder | paths | PIL | numpy HxWx3 uint8 | Tensor[B, 3, H, W]. Returns a :class:`Prediction`."""
+        """Score images: folder | paths | PIL | numpy HxWx3 uint8 | Tensor[B, 3, H, W]. Returns a :class:`Prediction`.
+
+        Every result is held until the end; :meth:`predict_iter` streams them instead. A file that cannot be read
+        raises its error (ValueError or FileNotFoundError naming the file)."""
         self._require_templates("predict")
         t0 = time.perf_counter()
-        pre = self.preset
-        same_pro = pre.pro_post == pre.pixel_post
         parts: dict[str, list[torch.Tensor]] = {"raw": [], "maps": [], "pro": [], "scores": []}
         names: list[str] = []
-        with progress_bar(total=self._count(images), desc="predict", unit="img", enable=self.progress) as bar:
-            for batch, batch_names in self._batches(images):
-                raw = self.anomaly_map(batch)
-                # Post-processing runs where the map is (per image, so batching cannot change it), in exact
-                # float32: on CUDA the blur's convolutions would otherwise be allowed TF32.
-                with _exact_float32(raw.device):
-                    maps = apply_map(raw, pre.pixel_post)
-                    out = {"raw": raw, "maps": maps, "scores": image_scores(raw, pre.image_post)}
-                    if not same_pro:
-                        out["pro"] = apply_map(raw, pre.pro_post)
-                for key, value in out.items():
-                    parts[key].append(value.cpu())
-                names += batch_names
-                bar.update(batch.shape[0])
+        same_pro = self.preset.pro_post == self.preset.pixel_post
+        for items, _, out in self._scored_batches(*self._predict_source(images, self.batch_size)):
+            for _, _, _, error in items:
+                if error is not None:
+                    raise error
+            for key in parts:
+                parts[key].append(out[key])
+            names += [name for _, name, _, _ in items]
         raw, maps, scores = (torch.cat(parts[k]) for k in ("raw", "maps", "scores"))
         pro = maps if same_pro else torch.cat(parts["pro"])
         self.timings["predict"] = time.perf_counter() - t0
         return Prediction(scores=scores, maps=maps, pro_maps=pro, raw=raw, names=names)
+
+    def predict_iter(self, images: Any, *, batch_size: int | None = None,
+                     on_error: str = "raise") -> Iterator[ImageResult]:
+        """Score images as a stream: one :class:`ImageResult` per image, in input order, each batch's as it finishes.
+
+        Memory stays bounded whatever the number of images: only the batch being scored is held, plus one batch of
+        files being read ahead (folder and path input; in-memory input is converted whole, as by :meth:`predict`).
+        Results equal :meth:`predict`'s (the same batches give the same bits).
+
+        Args:
+            images: as for :meth:`predict`.
+            batch_size: images per forward pass (default: the detector's ``batch_size``).
+            on_error: what a file that cannot be read (missing, empty, corrupt, truncated, over the pixel limit;
+                see :func:`hetmm_fast.data.images.read_image`) does. The other images of its batch are scored
+                either way.
+
+                - ``"raise"``: the results before it are yielded, then its error is raised, as by :meth:`predict`.
+                - ``"skip"``: it yields nothing; a warning naming the file and the reason is logged
+                  (``hetmm_fast`` logger).
+                - ``"collect"``: it yields an :class:`ImageResult` whose ``error`` holds the exception.
+
+                In-memory input (PIL, numpy, tensors) is checked as a whole when this is called and raises.
+
+        Returns:
+            A generator. Arguments are checked, a folder listed and in-memory input converted when this is called.
+        """
+        self._require_templates("predict_iter")
+        if on_error not in _ON_ERROR:
+            raise ValueError(f"HETMM.predict_iter: on_error must be one of {_ON_ERROR}, got {on_error!r}")
+        if batch_size is None:
+            batch_size = self.batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"HETMM.predict_iter: batch_size must be a positive int or None, got {batch_size!r}")
+        return self._iter_results(self._predict_source(images, batch_size), on_error)
+
+    def _iter_results(self, source: tuple, on_error: str) -> Iterator[ImageResult]:
+        for items, batch, out in self._scored_batches(*source):
+            row = 0
+            for index, name, path, error in items:
+                if error is None:
+                    yield ImageResult(index=index, name=name, path=path, score=float(out["scores"][row]),
+                                      map=out["maps"][row], pro_map=out["pro"][row],
+                                      raw=out["raw"][row], image=batch[row])
+                    row += 1
+                elif on_error == "raise":
+                    raise error
+                elif on_error == "skip":
+                    log.warning("HETMM.predict_iter: skipped %s", error)
+                else:
+                    yield ImageResult(index=index, name=name, path=path, error=error)
+
+    def _predict_source(self, images: Any, batch_size: int) -> tuple[Iterator[tuple], int]:
+        """``(batches, count)``: ``batches`` yields ``(Tensor[b, 3, S, S], names, paths, errors)`` with
+        one entry per image (``paths`` None for in-memory input; a failed file's ``errors`` entry is its exception,
+        its row NaN). Folders are listed and in-memory input converted now; files are read as the batches are
+        asked for, one batch ahead."""
+        from .data.images import _paths_from, iter_image_batches, to_tensor_batch
+
+        paths = None
+        if isinstance(images, (str, os.PathLike)):
+            paths = _paths_from(images, "HETMM.predict")
+        elif isinstance(images, (list, tuple)) and images and isinstance(images[0], (str, os.PathLike)):
+            paths = [Path(p) for p in images]
+        if paths is not None:
+            reader = iter_image_batches(paths, self.image_size, batch_size, on_error="collect")
+
+            def from_files():
+                start = 0
+                for batch, names, errors in reader:
+                    yield batch, names, paths[start : start + len(names)], errors
+                    start += len(names)
+
+            return from_files(), len(paths)
+        batch, names = to_tensor_batch(images, self.image_size)
+
+        def from_memory():
+            for i in range(0, batch.shape[0], batch_size):
+                b = batch[i : i + batch_size]
+                yield b, names[i : i + batch_size], [None] * b.shape[0], [None] * b.shape[0]
+
+        return from_memory(), batch.shape[0]
+
+    def _scored_batches(self, batches: Iterator[tuple], count: int) -> Iterator[tuple]:
+        """Per input batch ``(items, images, out)``: ``items`` lists ``(index, name, path, error)`` for each of its
+        images in order; ``images`` is Tensor[k, 3, S, S], the k readable ones; ``out`` their ``raw``, ``maps``,
+        ``pro`` (the maps when the post-processings match) and ``scores`` as CPU tensors (k may be 0)."""
+        pre = self.preset
+        same_pro = pre.pro_post == pre.pixel_post
+        start = 0
+        with progress_bar(total=count, desc="predict", unit="img", enable=self.progress) as bar:
+            for batch, names, paths, errors in batches:
+                items = [(start + i, n, p, e) for i, (n, p, e) in enumerate(zip(names, paths, errors))]
+                start += len(items)
+                ok = [i for i, e in enumerate(errors) if e is None]
+                images = batch if len(ok) == len(errors) else batch[ok]
+                if ok:
+                    raw = self.anomaly_map(images)
+                    # Post-processing runs where the map is (per image, so batching cannot change it), in exact
+                    # float32: on CUDA the blur's convolutions would otherwise be allowed TF32.
+                    with _exact_float32(raw.device):
+                        out = {"raw": raw, "maps": apply_map(raw, pre.pixel_post),
+                               "scores": image_scores(raw, pre.image_post)}
+                        if not same_pro:
+                            out["pro"] = apply_map(raw, pre.pro_post)
+                    out = {key: value.cpu() for key, value in out.items()}
+                    if same_pro:
+                        out["pro"] = out["maps"]
+                else:
+                    empty = torch.empty(0, self.image_size, self.image_size)
+                    out = {"raw": empty, "maps": empty, "pro": empty, "scores": torch.empty(0)}
+                yield items, images, out
+                bar.update(len(items))
 
     # ---------------------------------------------------------------- persistence
     def _meta(self) -> dict:
