@@ -156,6 +156,23 @@ class MVTecCategory:
         """Labels of :attr:`test_items` in order (0 good, 1 defect)."""
         return [item.label for item in self.test_items]
 
+    @property
+    def has_ground_truth(self) -> bool:
+        """Whether the category has a ``ground_truth`` folder (image-level-only datasets have none)."""
+        return (self.root / "ground_truth").is_dir()
+
+    @property
+    def defects_without_mask(self) -> list[TestItem]:
+        """Defect items of :attr:`test_items` whose mask file is absent, in order."""
+        return [item for item in self.test_items if item.label == 1 and item.mask_path is None]
+
+    @property
+    def pixel_items(self) -> list[TestItem]:
+        """Test items with a pixel ground truth, in :attr:`test_items` order: every good image (all normal by
+        definition) and every defect image that has a mask file. Pixel metrics are defined on these only: a defect
+        image without its mask would otherwise count its defect pixels as normal ones."""
+        return [item for item in self.test_items if item.label == 0 or item.mask_path is not None]
+
     def load_mask(self, item: TestItem, size: int) -> torch.Tensor:
         """Ground truth of one test item as ``Tensor[size, size]`` bool (True = defect).
 
