@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -70,31 +71,50 @@ def _atomic_target(path: Path):
         raise
 
 
-def load_bank(path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read and verify a bank: returns (tensors on CPU, meta). Raises BankError naming the problem."""
-    from safetensors import safe_open
+# Bytes per element of the safetensors dtypes a bank may hold (what torch reads back from safetensors).
+_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+             "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_FLOAT_CODES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
+MAX_HEADER_BYTES = 100 * 2**20  # real headers are kilobytes; this bounds what a lying length prefix can make us read
+MAX_RANK = 8
 
+
+def load_bank(path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read and verify a bank: returns (tensors on CPU, meta). Raises BankError naming the problem
+    (FileNotFoundError when nothing is at ``path``).
+
+    The safetensors header is read and checked against the file's size first (length prefix, JSON, every entry's
+    dtype, shape and byte range), so a header that lies about sizes is refused before anything is allocated for it;
+    the file is opened once and safetensors reads that same open file, so a concurrent atomic replacement of
+    ``path`` is seen either wholly or not at all.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"bank file not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            if header.get("format") != FORMAT:
-                raise BankError(f"{path} is a safetensors file but not a hetmm_fast bank (format={header.get('format')!r})")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except BankError:
-        raise
-    except Exception as exc:  # safetensors raises its own error types for truncated/garbled headers
-        raise BankError(f"{path} is not a readable bank file (corrupt, truncated or not safetensors): {exc}") from exc
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
+    except FileNotFoundError:
+        raise FileNotFoundError(f"bank file not found: {path}") from None
+    except OSError as exc:
+        raise BankError(f"{path}: cannot open the bank file ({exc.strerror or exc})") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BankError(f"{path} is not a regular file")
+        entries, header = _read_header(path, fd, info.st_size)
+        tensors = _read_tensors(path, fd, entries)
+    finally:
+        os.close(fd)
     version = header.get("format_version", "?")
     if version != str(FORMAT_VERSION):
         raise BankError(f"{path}: bank format version {version} is not supported (this hetmm_fast reads {FORMAT_VERSION})")
     try:
-        meta = json.loads(header["meta"])
-        digests = json.loads(header["sha256"])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise BankError(f"{path}: bank metadata is missing or not valid JSON ({exc})") from exc
+        meta = _json(header["meta"])
+        digests = _json(header["sha256"])
+    except (KeyError, ValueError, RecursionError) as exc:
+        raise BankError(f"{path}: bank metadata is missing or not valid JSON ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(meta, dict):
+        raise BankError(f"{path}: bank metadata 'meta' must be a JSON object, got {type(meta).__name__}")
+    if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
+        raise BankError(f"{path}: bank metadata 'sha256' must map tensor names to hex digests")
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise BankError(f"{path}: bank metadata lacks {missing}")
@@ -103,17 +123,188 @@ def load_bank(path) -> tuple[dict[str, torch.Tensor], dict]:
     for k, t in tensors.items():
         if _digest(t) != digests[k]:
             raise BankError(f"{path}: tensor {k!r} is corrupt (checksum mismatch)")
+    _check_meta(path, meta)
     _check_shapes(path, tensors, meta)
     return tensors, meta
 
 
+def _unreadable(path, why: str) -> BankError:
+    return BankError(f"{path} is not a readable bank file (corrupt, truncated or not safetensors): {why}")
+
+
+def _json(text):
+    """``json.loads`` refusing duplicate keys and NaN/Infinity (neither is JSON; safetensors rejects both)."""
+    def pairs(items):
+        keys = [k for k, _ in items]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"duplicate key in JSON object: {sorted(k for k in set(keys) if keys.count(k) > 1)}")
+        return dict(items)
+
+    def constant(name):
+        raise ValueError(f"{name} is not JSON")
+
+    if not isinstance(text, str):
+        raise ValueError(f"expected JSON text, got {type(text).__name__}")
+    return json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _read_header(path, fd: int, size: int) -> tuple[list[tuple[str, str, list[int], int, int]], dict]:
+    """Check the safetensors header of the open file ``fd`` of ``size`` bytes against that size.
+
+    Returns the tensor entries (name, dtype, shape, begin, end; offsets absolute in the file, sorted by begin) and
+    the ``__metadata__`` dict, after checking: the length prefix fits the file and MAX_HEADER_BYTES; the header is a
+    UTF-8 JSON object; each entry has a known dtype, a shape of at most MAX_RANK non-negative ints and a byte range
+    inside the file of exactly itemsize * prod(shape) bytes; the ranges tile the data section without gap or
+    overlap (the format's rule); the metadata is a str -> str map naming this format.
+    """
+    if size < 8:
+        raise _unreadable(path, f"{size} bytes, shorter than the 8-byte header length")
+    n = int.from_bytes(os.pread(fd, 8, 0), "little")
+    if n > size - 8 or n > MAX_HEADER_BYTES:
+        raise _unreadable(path, f"header length {n} exceeds the file ({size} bytes) or the {MAX_HEADER_BYTES}-byte limit")
+    raw = os.pread(fd, n, 8)
+    if len(raw) != n:
+        raise _unreadable(path, f"file shrank while reading its header ({len(raw)} of {n} bytes)")
+    try:
+        header = _json(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise _unreadable(path, f"header is not UTF-8 JSON ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(header, dict):
+        raise _unreadable(path, f"header must be a JSON object, got {type(header).__name__}")
+    meta = header.pop("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise _unreadable(path, "__metadata__ must map strings to strings")
+    if meta.get("format") != FORMAT:
+        raise BankError(f"{path} is a safetensors file but not a hetmm_fast bank (format={meta.get('format')!r})")
+    data_start, data_size = 8 + n, size - 8 - n
+    entries = []
+    for name, e in header.items():
+        if not isinstance(e, dict) or not {"dtype", "shape", "data_offsets"} <= set(e):
+            raise _unreadable(path, f"tensor {name!r}: entry must hold dtype, shape and data_offsets")
+        dtype, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
+        if not isinstance(dtype, str) or dtype not in _ITEMSIZE:
+            raise _unreadable(path, f"tensor {name!r}: unknown dtype {dtype!r} (expected one of {sorted(_ITEMSIZE)})")
+        if (not isinstance(shape, list) or len(shape) > MAX_RANK
+                or not all(_is_int(d) and d >= 0 for d in shape)):
+            raise _unreadable(path, f"tensor {name!r}: shape must be a list of at most {MAX_RANK} non-negative ints, "
+                                    f"got {_short(shape)}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= data_size):
+            raise _unreadable(path, f"tensor {name!r}: data_offsets {_short(offsets)} are not a byte range inside "
+                                    f"the {data_size}-byte data section")
+        itemsize = _ITEMSIZE[dtype]
+        nbytes, bound = itemsize, itemsize  # bound: the bytes the shape would need with its zero sides taken as 1
+        for d in shape:
+            nbytes *= d
+            bound *= max(d, 1)
+        if bound > max(data_size, itemsize) or nbytes != offsets[1] - offsets[0]:
+            raise _unreadable(path, f"tensor {name!r}: {dtype} {shape} needs {nbytes} bytes but data_offsets "
+                                    f"{offsets} hold {offsets[1] - offsets[0]} (data section {data_size} bytes)")
+        entries.append((name, dtype, shape, data_start + offsets[0], data_start + offsets[1]))
+    entries.sort(key=lambda t: (t[3], t[4]))
+    end = data_start
+    for name, _, _, begin, stop in entries:
+        if begin != end:
+            raise _unreadable(path, f"tensor {name!r} starts at data byte {begin - data_start}, expected "
+                                    f"{end - data_start} (tensors must tile the data section)")
+        end = stop
+    if end != size:
+        raise _unreadable(path, f"tensors end at data byte {end - data_start} but the data section has {data_size}")
+    return entries, meta
+
+
+def _short(x, limit: int = 80) -> str:
+    text = repr(x)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_tensors(path, fd: int, entries) -> dict[str, torch.Tensor]:
+    """Every tensor of the checked header, read by safetensors from the file open as ``fd``."""
+    from safetensors import safe_open
+
+    # /proc/self/fd/N re-opens the very file already checked, not whatever ``path`` names by now.
+    source = f"/proc/self/fd/{fd}" if os.path.exists(f"/proc/self/fd/{fd}") else str(path)
+    try:
+        with safe_open(source, framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - safetensors' errors (a Rust panic is a BaseException)
+        raise _unreadable(path, f"{type(exc).__name__}: {exc}") from exc
+    expected = {name: (_ITEMSIZE[dtype], shape) for name, dtype, shape, _, _ in entries}
+    got = {k: (t.element_size(), list(t.shape)) for k, t in tensors.items()}
+    if got != expected:
+        raise _unreadable(path, "safetensors read other tensors than the header lists")
+    return tensors
+
+
+def _check_meta(path, meta) -> None:
+    """The metadata fields the loader and :meth:`HETMM.load` use, with the types and ranges they assume."""
+    def bad(key, want):
+        raise BankError(f"{path}: bank metadata {key}={_short(meta.get(key))} must be {want}")
+
+    def pos_int(x):
+        return _is_int(x) and x >= 1
+
+    from .backbones.build import BACKBONES
+
+    if meta["backbone"] not in BACKBONES:
+        bad("backbone", f"one of this hetmm_fast's backbones {BACKBONES}")
+    if not isinstance(meta["weights_id"], str):
+        bad("weights_id", "a str")
+    if not pos_int(meta["n_templates"]):
+        bad("n_templates", "a positive int")
+    if meta["tsize"] is not None and not pos_int(meta["tsize"]):
+        bad("tsize", "null or a positive int")
+    image_size = meta["image_size"]
+    if not (pos_int(image_size) and image_size % 16 == 0):
+        bad("image_size", "a positive multiple of 16")
+    layers = meta["channels"]
+    if not (isinstance(layers, list) and layers and all(pos_int(c) for c in layers)):
+        bad("channels", "a non-empty list of positive ints")
+    for key in ("taps", "strides", "feature_sizes"):
+        if not isinstance(meta[key], list) or len(meta[key]) != len(layers):
+            bad(key, f"a list of {len(layers)} entries (one per layer, like channels)")
+    if not all(pos_int(s) for s in meta["strides"]):
+        bad("strides", "positive ints")
+    sizes = meta["feature_sizes"]
+    if not all(isinstance(s, list) and len(s) == 2 and all(pos_int(v) for v in s) for s in sizes):
+        bad("feature_sizes", "[height, width] pairs of positive ints")
+    if sizes != [[image_size // s, image_size // s] for s in meta["strides"]]:
+        bad("feature_sizes", f"image_size // stride per layer for image_size {image_size} and strides "
+                             f"{meta['strides']}")
+    for key in ("mean", "std"):
+        v = meta[key]
+        if not (isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                             for x in v)):
+            bad(key, "a list of 3 numbers")
+    try:
+        preset = _json(meta["preset"])
+    except (ValueError, RecursionError):
+        preset = None
+    if not isinstance(preset, dict):
+        bad("preset", "a preset as the JSON text of an object")
+    names = meta.get("template_names", [])
+    if not (isinstance(names, list) and all(isinstance(x, str) for x in names)):
+        bad("template_names", "a list of str")
+
+
 def _check_shapes(path, tensors, meta) -> None:
     n, k = meta["n_templates"], meta["tsize"]
+    want_dtype = meta.get("dtype", "float32")
     for j, (c, (h, w)) in enumerate(zip(meta["channels"], meta["feature_sizes"])):
         t = tensors.get(f"all.{j}")
         if t is None or tuple(t.shape) != (n, c, h, w):
             raise BankError(f"{path}: layer {j} templates have shape {None if t is None else tuple(t.shape)}, "
                             f"metadata says {(n, c, h, w)}")
+        have_dtype = str(t.dtype).removeprefix("torch.")
+        if have_dtype not in _FLOAT_CODES.values() or (want_dtype in ("float32", "float16", "bfloat16")
+                                                       and have_dtype != want_dtype):
+            raise BankError(f"{path}: layer {j} templates are {have_dtype}, metadata says dtype {want_dtype}")
         s = tensors.get(f"sel.{j}")
         if k is None:
             if s is not None:
