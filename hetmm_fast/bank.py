@@ -305,6 +305,8 @@ def _check_shapes(path, tensors, meta) -> None:
         if have_dtype not in _FLOAT_CODES.values() or (want_dtype in ("float32", "float16", "bfloat16")
                                                        and have_dtype != want_dtype):
             raise BankError(f"{path}: layer {j} templates are {have_dtype}, metadata says dtype {want_dtype}")
+        if not bool(torch.isfinite(t).all()):  # features are unit vectors: NaN/inf would only make NaN scores
+            raise BankError(f"{path}: layer {j} templates hold NaN or infinite values")
         s = tensors.get(f"sel.{j}")
         if k is None:
             if s is not None:
