@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import sys
 from pathlib import Path
@@ -90,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None, help="flag images whose score exceeds this")
     p.add_argument("--vmax", type=float, default=None, help="top of the heatmap colour scale (default: max of the run)")
     p.add_argument("--weights", default=None, help="backbone weights file the bank was built with (ResNets)")
+    p.add_argument("--on-error", choices=("skip", "fail"), default="skip",
+                   help="an unreadable or invalid image: 'skip' scores the others, lists it in scores.csv and at the "
+                        "end, exits 1 (default); 'fail' stops at the first one, exits 2")
     _runtime_args(p)
 
     p = sub.add_parser("eval", help="evaluate on MVTec-layout data: per-category metric table")
@@ -97,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", action="append", default=None,
                    help="category to evaluate (repeatable; default: every category under --data)")
     p.add_argument("--tsize", type=_tsize, default=60, help="PTS size K, or 'all' for the ALL set (default 60)")
-    p.add_argument("--json", default=None, help="write results as JSON to this file")
+    p.add_argument("--json", default=None,
+                   help="write results as JSON to this file (rewritten after every category)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip the categories that --json FILE records as finished with the same settings")
     p.add_argument("--out", default=None, help="folder for evaluation plots and heatmap overlays")
     _model_args(p, with_category=False)
 
@@ -148,67 +153,123 @@ def cmd_select(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .data.images import iter_image_batches, list_images
+    """Score a folder (or one file): ``scores.csv`` (image, score, [verdict,] error) and an overlay per scored image.
+
+    Each image is decoded once. Its resized pixels and map wait in temporary files under ``--out`` until the run's
+    colour scale (the min and max of every map) is known, so memory stays bounded for any number of images. With
+    ``--on-error skip`` an unreadable image gets a row with an empty score and the reason, is listed at the end,
+    and makes the exit status 1.
+    """
+    import tempfile
+    import time
+
+    import numpy as np
+    import torch
+
+    from .data.images import list_images
     from .viz import save_overlay
 
     det = _detector_from_bank(args)
     src = Path(args.images)
+    if not src.exists():
+        raise FileNotFoundError(f"'{src}' is neither an existing folder nor an existing image file")
     paths = list_images(src) if src.is_dir() else [src]
-    pred = det.predict(paths)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    vmax = args.vmax if args.vmax is not None else float(pred.maps.max())
-    vmin = float(pred.maps.min())
-    rows = []
-    i = 0
-    for batch, names in iter_image_batches(paths, det.image_size, det.batch_size):
-        for img, name in zip(batch, names):
-            score = float(pred.scores[i])
-            flag = "" if args.threshold is None else ("anomalous" if score > args.threshold else "normal")
-            save_overlay(out / f"{name}_overlay.png", img, pred.maps[i], score=score, title=name, vmin=vmin, vmax=vmax)
-            rows.append((str(paths[i]), f"{score:.6f}", flag))
-            i += 1
-    tmp = out / ".scores.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    verdicts = args.threshold is not None
+    rows, skipped, scored = [], [], []  # scored: (row of the spill files, name, score)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=".predict-", dir=out) as tmp:
+        S = det.image_size
+        # Sparse files: only the rows of scored images take disk space.
+        pixels = np.lib.format.open_memmap(Path(tmp) / "pixels.npy", "w+", np.uint8, (len(paths), S, S, 3))
+        maps = np.lib.format.open_memmap(Path(tmp) / "maps.npy", "w+", np.float32, (len(paths), S, S))
+        lo, hi = float("inf"), float("-inf")
+        for r in det.predict_iter(paths, on_error="raise" if args.on_error == "fail" else "collect"):
+            if r.error is not None:
+                skipped.append(str(r.error))
+                rows.append([str(r.path), ""] + ([""] if verdicts else []) + [str(r.error)])
+                continue
+            k = len(scored)
+            pixels[k] = (r.image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+            maps[k] = r.map.numpy()
+            lo, hi = min(lo, float(r.map.min())), max(hi, float(r.map.max()))
+            scored.append((k, r.name, r.score))
+            verdict = ["anomalous" if r.score > args.threshold else "normal"] if verdicts else []
+            rows.append([str(r.path), f"{r.score:.6f}"] + verdict + [""])
+        seconds = time.perf_counter() - t0
+        vmax = args.vmax if args.vmax is not None else hi
+        for k, name, score in scored:
+            save_overlay(out / f"{name}_overlay.png", pixels[k], maps[k], score=score, title=name, vmin=lo, vmax=vmax)
+        del pixels, maps  # close the memory maps before their folder is removed
+    tmp_csv = out / ".scores.csv.tmp"
+    with open(tmp_csv, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["image", "score"] + (["verdict"] if args.threshold is not None else []))
-        for path, score, flag in rows:
-            w.writerow([path, score] + ([flag] if args.threshold is not None else []))
-    os.replace(tmp, out / "scores.csv")
-    print(f"scored {len(rows)} images in {det.timings['predict']:.2f} s; wrote {out}/scores.csv and overlays")
+        w.writerow(["image", "score"] + (["verdict"] if verdicts else []) + ["error"])
+        w.writerows(rows)
+    os.replace(tmp_csv, out / "scores.csv")
+    print(f"scored {len(scored)} images, skipped {len(skipped)} in {seconds:.2f} s; wrote {out}/scores.csv"
+          + (" and overlays" if scored else ""))
+    if skipped:
+        print(f"hetmm-fast predict: skipped {len(skipped)} of {len(paths)} images (unreadable or invalid; "
+              "rows with an error in scores.csv):", file=sys.stderr)
+        for reason in skipped:
+            print(f"  {reason}", file=sys.stderr)
+        return 1
     return 0
 
 
-def _run_eval(root, categories, tsize, kwargs, out_dir, json_path, quiet) -> dict:
-    from .evaluate import evaluate_category, format_table
-    from .progress import progress_bar
+def _run_eval(root, categories, tsize, kwargs, out_dir, json_path, quiet, resume: bool = False) -> dict:
+    """Evaluate ``categories``, printing a line per category, the table and a summary naming failed categories.
+    Returns the results record of :func:`hetmm_fast.evaluate.evaluate_dataset`."""
+    from .evaluate import evaluate_dataset, format_table
 
-    results = {}
-    with progress_bar(total=len(categories), desc="categories", unit="cat", enable=not quiet) as bar:
-        for cat in categories:
-            results[cat] = evaluate_category(root, cat, tsize=tsize, out_dir=out_dir, progress=not quiet, **kwargs)
-            r = results[cat]
-            print(f"{cat}: image AUROC {r['image_auroc']:.3f}  pixel AUROC {r['pixel_auroc']:.3f}  "
-                  f"AUPRO {r['aupro']:.3f}", flush=True)
-            bar.update(1)
-    print(format_table(results))
+    def fmt(v) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    def report(cat: str, status: str, r: dict) -> None:
+        if status == "failed":
+            print(f"{cat}: FAILED ({r['type']}: {r['message']})", flush=True)
+            return
+        line = (f"{cat}: image AUROC {fmt(r['image_auroc'])}  pixel AUROC {fmt(r['pixel_auroc'])}  "
+                f"AUPRO {fmt(r['aupro'])}")
+        if r.get("skipped"):
+            reasons = {}
+            for metric, why in r["skipped"].items():
+                reasons.setdefault(why, []).append(metric)
+            line += "".join(f"; {', '.join(m)} not computed: {why}" for why, m in reasons.items())
+        if r.get("n_defect_without_mask") and r.get("n_pixel_images"):
+            line += f"; {r['n_defect_without_mask']} defect images without a mask left out of the pixel metrics"
+        if status == "resumed":
+            line += f" (finished earlier, kept from {json_path})"
+        print(line, flush=True)
+
+    doc = evaluate_dataset(root, categories, tsize=tsize, json_path=json_path, resume=resume, out_dir=out_dir,
+                           progress=not quiet, on_category=report, **kwargs)
+    print(format_table({c: doc["categories"][c] for c in categories if c in doc["categories"]}))
     if json_path:
-        from .bank import atomic_write_text
-
-        atomic_write_text(json_path, json.dumps({"categories": results}, indent=2))
         print(f"wrote {json_path}")
-    return results
+    failed = [c for c in categories if c in doc["failed"]]
+    if failed:
+        names = ", ".join(f"{c} ({doc['failed'][c]['type']})" for c in failed)
+        where = f"; errors recorded in {json_path}, rerun with --resume to evaluate only these" if json_path else ""
+        print(f"failed: {len(failed)} of {len(categories)} categories: {names}{where}", file=sys.stderr)
+    return doc
 
 
 def cmd_eval(args) -> int:
     from .data.mvtec import list_categories
 
+    if args.resume and not args.json:
+        raise ValueError("--resume needs --json FILE (the results file to continue)")
     cats = args.category or list_categories(args.data)
+    if not cats:
+        raise FileNotFoundError(f"no categories (folders with train/good) under '{args.data}'")
     kwargs = dict(backbone=args.backbone, preset=args.preset, image_size=args.image_size, device=args.device,
                   weights=args.weights, backend=args.backend,
                   detector_kwargs={"batch_size": args.batch_size, **_dtype_kwargs(args)})
-    _run_eval(args.data, cats, args.tsize, kwargs, args.out, args.json, args.quiet)
-    return 0
+    doc = _run_eval(args.data, cats, args.tsize, kwargs, args.out, args.json, args.quiet, resume=args.resume)
+    return 1 if any(c in doc["failed"] for c in cats) else 0
 
 
 def cmd_demo(args) -> int:
@@ -223,9 +284,9 @@ def cmd_demo(args) -> int:
     print(f"synthetic dataset (seed {args.seed}) in {data}")
     kwargs = dict(backbone="efficientnet_lite0", preset="default", image_size=args.image_size, device=args.device,
                   backend=args.backend, detector_kwargs={"batch_size": args.batch_size})
-    _run_eval(data, list(cats), args.tsize, kwargs, out / "pictures", out / "results.json", args.quiet)
+    doc = _run_eval(data, list(cats), args.tsize, kwargs, out / "pictures", out / "results.json", args.quiet)
     print(f"pictures (heatmap overlays, ROC/PRO plots) in {out / 'pictures'}")
-    return 0
+    return 1 if doc["failed"] else 0
 
 
 def cmd_info(args) -> int:
