@@ -5,6 +5,7 @@ import contextlib
 import datetime as _dt
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +29,35 @@ _ON_ERROR = ("raise", "skip", "collect")
 log = logging.getLogger("hetmm_fast")
 
 
-def _exact_float32(device: torch.device):
-    """Context in which CUDA convolutions stay float32 (cuDNN may otherwise use TF32); a no-op elsewhere."""
+_exact_lock = threading.Lock()
+_exact_depth = 0  # contexts of _exact_float32 open in any thread
+_exact_saved_tf32 = False  # cuDNN's allow_tf32 before the outermost of them
+
+
+@contextlib.contextmanager
+def _exact_float32(device: torch.device) -> Iterator[None]:
+    """Context in which CUDA convolutions stay float32 (cuDNN may otherwise use TF32); a no-op elsewhere.
+
+    cuDNN's TF32 switch is process-wide, so the contexts of concurrent predicts are counted: the first one to enter
+    turns TF32 off, the last one to leave restores the caller's setting. A save-and-restore per context would let
+    one thread's exit turn TF32 back on under another thread's convolutions, and the exits in reverse order would
+    leave it off for good."""
+    global _exact_depth, _exact_saved_tf32
     if device.type != "cuda":
-        return contextlib.nullcontext()
-    c = torch.backends.cudnn
-    return c.flags(enabled=c.enabled, benchmark=c.benchmark, deterministic=c.deterministic, allow_tf32=False)
+        yield
+        return
+    with _exact_lock:
+        if _exact_depth == 0:
+            _exact_saved_tf32 = torch.backends.cudnn.allow_tf32
+            torch.backends.cudnn.allow_tf32 = False
+        _exact_depth += 1
+    try:
+        yield
+    finally:
+        with _exact_lock:
+            _exact_depth -= 1
+            if _exact_depth == 0:
+                torch.backends.cudnn.allow_tf32 = _exact_saved_tf32
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -117,6 +141,18 @@ class HETMM:
             backbone_dtype_battery_weld.json) float16 kept every metric within 0.001 of float32's, bfloat16 lost up to
             0.007 (AUPRO). A bank records it; :meth:`load` rebuilds the backbone alike.
         progress: show progress bars on stderr.
+
+    Threads: one detector may serve several threads at once. :meth:`predict`, :meth:`predict_iter`,
+    :meth:`anomaly_map` and :meth:`features` only read it, and each call gives the bits it gives alone
+    (tests/test_concurrency.py); the calls share the machine's cores (each runs the engines' OpenMP and torch threads).
+    A :meth:`predict` or :meth:`predict_iter` call takes the active templates (the PTS set, else the ALL set) once,
+    when it is called, and matches all its batches against them; :meth:`anomaly_map` takes them once per call.
+    :meth:`fit`, :meth:`select`, :meth:`add_normals` and :meth:`save`, and changes to the detector's attributes, are
+    not meant to overlap other calls on the same detector: a predict that overlaps them uses the old or the new
+    templates, never a mix of the two, but a :meth:`save` may write a selection that belongs to other templates.
+    ``timings`` gets an entry from every fit, select, add_normals and predict call; after concurrent predicts,
+    ``timings["predict"]`` is the one that finished last. A :class:`GraphedAnomalyMap` runs one call at a time (they
+    share its static input).
     """
 
     def __init__(self, backbone: str | None = "efficientnet_lite0", preset: str | Preset = "default",
@@ -156,6 +192,9 @@ class HETMM:
         self.tsize: int | None = None
         self.template_names: list[str] = []
         self.timings: dict[str, float] = {}
+        # The engines register themselves on first use; load them now, while one thread owns the detector: a first
+        # use from several threads at once could find them half-registered and fall back to another backend.
+        _backends._load_engines()
 
     # ---------------------------------------------------------------- features
     def _batches(self, images: Any) -> Iterator[tuple[torch.Tensor, list[str]]]:
@@ -279,15 +318,19 @@ class HETMM:
     @property
     def active_templates(self) -> list[torch.Tensor]:
         """Per layer the templates used for matching: the PTS set if selected, else the ALL set."""
-        return self._selected if self._selected is not None else self._require_templates("predict")
+        selected = self._selected  # read once: select(None) in another thread may clear it meanwhile
+        return selected if selected is not None else self._require_templates("predict")
 
     # ---------------------------------------------------------------- scoring
-    @torch.inference_mode()
     def anomaly_map(self, batch: torch.Tensor) -> torch.Tensor:
         """Tensor[B, 3, S, S] in [0, 1] -> fused anomaly map S_dagger Tensor[B, S, S] float32 (SPEC §2-§3)."""
+        return self._anomaly_map(batch, self.active_templates)
+
+    @torch.inference_mode()
+    def _anomaly_map(self, batch: torch.Tensor, templates: list[torch.Tensor]) -> torch.Tensor:
         S = self.image_size
         total = None
-        for q, t, p in zip(self.features(batch), self.active_templates, self.preset.layers):
+        for q, t, p in zip(self.features(batch), templates, self.preset.layers):
             fwd, bwd = window_match(q, t, p.fwd_window, p.bwd_window, backend=self.backend)
             a = torch.stack([1.0 - fwd, 1.0 - bwd], dim=1)
             up = F.interpolate(a, size=(S, S), mode="bilinear", align_corners=True)
@@ -307,12 +350,12 @@ class HETMM:
 
         Every result is held until the end; :meth:`predict_iter` streams them instead. A file that cannot be read
         raises its error (ValueError or FileNotFoundError naming the file)."""
-        self._require_templates("predict")
+        templates = self.active_templates
         t0 = time.perf_counter()
         parts: dict[str, list[torch.Tensor]] = {"raw": [], "maps": [], "pro": [], "scores": []}
         names: list[str] = []
         same_pro = self.preset.pro_post == self.preset.pixel_post
-        for items, _, out in self._scored_batches(*self._predict_source(images, self.batch_size)):
+        for items, _, out in self._scored_batches(*self._predict_source(images, self.batch_size), templates):
             for _, _, _, error in items:
                 if error is not None:
                     raise error
@@ -350,16 +393,17 @@ class HETMM:
             A generator. Arguments are checked, a folder listed and in-memory input converted when this is called.
         """
         self._require_templates("predict_iter")
+        templates = self.active_templates
         if on_error not in _ON_ERROR:
             raise ValueError(f"HETMM.predict_iter: on_error must be one of {_ON_ERROR}, got {on_error!r}")
         if batch_size is None:
             batch_size = self.batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"HETMM.predict_iter: batch_size must be a positive int or None, got {batch_size!r}")
-        return self._iter_results(self._predict_source(images, batch_size), on_error)
+        return self._iter_results(self._predict_source(images, batch_size), templates, on_error)
 
-    def _iter_results(self, source: tuple, on_error: str) -> Iterator[ImageResult]:
-        for items, batch, out in self._scored_batches(*source):
+    def _iter_results(self, source: tuple, templates: list[torch.Tensor], on_error: str) -> Iterator[ImageResult]:
+        for items, batch, out in self._scored_batches(*source, templates):
             row = 0
             for index, name, path, error in items:
                 if error is None:
@@ -405,10 +449,12 @@ class HETMM:
 
         return from_memory(), batch.shape[0]
 
-    def _scored_batches(self, batches: Iterator[tuple], count: int) -> Iterator[tuple]:
-        """Per input batch ``(items, images, out)``: ``items`` lists ``(index, name, path, error)`` for each of its
-        images in order; ``images`` is Tensor[k, 3, S, S], the k readable ones; ``out`` their ``raw``, ``maps``,
-        ``pro`` (the maps when the post-processings match) and ``scores`` as CPU tensors (k may be 0)."""
+    def _scored_batches(self, batches: Iterator[tuple], count: int,
+                        templates: list[torch.Tensor]) -> Iterator[tuple]:
+        """Per input batch ``(items, images, out)``, every batch matched against ``templates``: ``items`` lists
+        ``(index, name, path, error)`` for each of its images in order; ``images`` is Tensor[k, 3, S, S], the k
+        readable ones; ``out`` their ``raw``, ``maps``, ``pro`` (the maps when the post-processings match) and
+        ``scores`` as CPU tensors (k may be 0)."""
         pre = self.preset
         same_pro = pre.pro_post == pre.pixel_post
         start = 0
@@ -419,7 +465,7 @@ class HETMM:
                 ok = [i for i, e in enumerate(errors) if e is None]
                 images = batch if len(ok) == len(errors) else batch[ok]
                 if ok:
-                    raw = self.anomaly_map(images)
+                    raw = self._anomaly_map(images, templates)
                     # Post-processing runs where the map is (per image, so batching cannot change it), in exact
                     # float32: on CUDA the blur's convolutions would otherwise be allowed TF32.
                     with _exact_float32(raw.device):
@@ -503,7 +549,9 @@ class GraphedAnomalyMap:
     ``graphed(batch)`` takes ``Tensor[b, 3, S, S]`` in [0, 1] with ``b <= batch_size`` (any device; it is copied
     into the graph's static input) and returns a new ``Tensor[b, S, S]`` on the GPU, equal to
     ``det.anomaly_map(batch)`` up to the order of floating-point work chosen at capture. The graph keeps the
-    templates it was captured with alive and refuses to run once the detector's templates change.
+    templates it was captured with alive and refuses to run once the detector's templates change. Calls from
+    several threads take turns (they share the static input and output); each thread's work is queued on its
+    current CUDA stream, so threads that use different streams must synchronise them themselves.
     """
 
     def __init__(self, det: HETMM, batch_size: int = 1):
@@ -512,6 +560,7 @@ class GraphedAnomalyMap:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"HETMM.cuda_graph: batch_size must be a positive int, got {batch_size!r}")
         self.detector, self.batch_size = det, batch_size
+        self._lock = threading.Lock()
         self._templates = list(det.active_templates)  # kept alive: the graph reads their memory
         S = det.image_size
         self._input = torch.zeros(batch_size, 3, S, S, device=det.device)
@@ -537,6 +586,7 @@ class GraphedAnomalyMap:
         if any(x is not y for x, y in zip(self._templates, self.detector.active_templates)):
             raise RuntimeError("GraphedAnomalyMap: the detector's templates changed since the capture; "
                                "make a new graph with det.cuda_graph()")
-        self._input[:b].copy_(batch)  # rows are independent: rows b.. keep old data and are not returned
-        self._graph.replay()
-        return self._output[:b].clone()
+        with self._lock:
+            self._input[:b].copy_(batch)  # rows are independent: rows b.. keep old data and are not returned
+            self._graph.replay()
+            return self._output[:b].clone()
