@@ -4,8 +4,114 @@ Nothing here is used by the library itself.
 """
 from __future__ import annotations
 
+import copy
+import math
+
 import numpy as np
 import torch
+
+# ------------------------------------------------------------------------------------------------ tolerance policy
+#
+# Every floating-point comparison in the tests takes its tolerance from one of the rules below, so that a test holds
+# on any CPU (SSE4.1, AVX2, AVX-512; oneDNN and ATen pick different kernels, blockings and summation orders on each)
+# and still fails on a real defect (a wrong index, window, tap or constant moves results by far more).
+#
+# 1. A reduction checked against an exact (float64) oracle: sum of n products whose absolute values add up to at
+#    most ``scale``, accumulated in a dtype of unit roundoff u in any order, with or without FMA.
+#    ``reduction_tol(n, dtype, scale)`` = min(gamma_n, LAMBDA * sqrt(n) * u) * scale, where gamma_n = n u / (1 - n u)
+#    is the worst case of any summation order (Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed.,
+#    eq. 3.5) and LAMBDA * sqrt(n) * u the probabilistic bound of Higham & Mary (SIAM J. Sci. Comput. 41(5), 2019,
+#    Theorem 3.1), which holds with probability >= 1 - 2n exp(-LAMBDA^2 / 2) per result when rounding errors are
+#    independent and zero-mean. With LAMBDA = 8 that is 1 - 2.5e-14 n. A result stored in a narrower dtype than it
+#    was accumulated in adds the unit roundoff of the stored dtype times its magnitude (``out=``).
+#    For L2-normalised features, Cauchy-Schwarz gives scale = 1 for every dot product.
+# 2. Two implementations of the same reduction compared with each other: each is within rule 1 of the exact value,
+#    so they are within twice that of each other.
+# 3. 16-bit inputs (STYLE rule 5): error against a float64 oracle <= 2 x the error of the same-dtype PyTorch
+#    reference against that oracle (+ rule 1 for the float32 accumulation).
+# 4. Whole networks (a backbone's taps against the stock network): the rounding of a deep stack of convolutions
+#    has no useful closed-form bound, so it is measured: both implementations run in float32 and in float64, and
+#    the float32 result must be within FACTOR x the stock network's own float32 error (against its float64 run) plus
+#    what our implementation differs by in float64 (its folded float32 weights, a fixed, machine-independent
+#    amount). See ``assert_network_close``.
+# 5. Bit-identical claims (thread counts, batch splits, strided inputs, save/load) are checked with ``torch.equal``
+#    exactly where README says they hold: one build, one machine, any thread count.
+
+LAMBDA = 8.0
+NETWORK_FACTOR = 4.0
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    """u = 2^-p for a dtype with p significand bits (half the spacing of floats near 1)."""
+    return torch.finfo(dtype).eps / 2
+
+
+def reduction_tol(n: int, dtype: torch.dtype = torch.float32, scale: float = 1.0,
+                  out: torch.dtype | None = None) -> float:
+    """Rule 1 above: bound on |computed - exact| for a sum of ``n`` products with sum |a_i b_i| <= ``scale``,
+    accumulated in ``dtype`` (any order), optionally stored in ``out``."""
+    n = max(1, int(n))
+    u = unit_roundoff(dtype)
+    gamma = n * u / (1 - n * u) if n * u < 1 else math.inf
+    tol = min(gamma, LAMBDA * math.sqrt(n) * u) * scale
+    if out is not None:
+        tol += unit_roundoff(out) * scale
+    return tol
+
+
+def within_reference_error(got, ref, oracle, slack: float = 0.0, factor: float = 2.0) -> tuple[float, float]:
+    """Rule 3: (error of ``got``, allowed) with allowed = factor x error of ``ref``, both against ``oracle``, + slack.
+    Each argument is a tensor or a sequence of tensors compared pairwise."""
+    got, ref, oracle = (tuple(x) if isinstance(x, (list, tuple)) else (x,) for x in (got, ref, oracle))
+    err = max_err(got, oracle)
+    return err, factor * max_err(ref, oracle) + slack
+
+
+class Call(torch.nn.Module):
+    """``fn(net, x)`` as a module, so that :func:`assert_network_close` can run it on dtype-converted copies of
+    ``net`` (a stage of it, a hook on it, a slice of the batch...)."""
+
+    def __init__(self, net: torch.nn.Module, fn):
+        super().__init__()
+        self.net, self.fn = net, fn
+
+    def forward(self, x):
+        return self.fn(self.net, x)
+
+
+def assert_network_close(ours, stock, x: torch.Tensor, *, pick=lambda out: out, factor: float = NETWORK_FACTOR):
+    """Rule 4: ``pick(ours(x))`` equals ``pick(stock(x))`` as well as float32 arithmetic allows.
+
+    ``ours`` and ``stock`` are modules (or callables taking the input and a dtype-converted copy of the module, see
+    below) computing the same function; ``pick`` maps each one's output to a list of tensors to compare. Both run
+    in float32 and in float64 (deep copies); with e = max |a - b| per tensor:
+
+        e(ours64, stock64) <= factor * e(stock32, stock64)
+        e(ours32, stock64) <= factor * e(stock32, stock64) + e(ours64, stock64)
+
+    e(stock32, stock64) is the stock network's own float32 rounding on this machine (whatever kernels it chose);
+    e(ours64, stock64) what our implementation differs by in near-exact arithmetic (e.g. BatchNorm folded into
+    float32 weights), which must be no larger than float32 arithmetic itself. A wrong tap, layer, padding or
+    constant moves the result by orders of magnitude more.
+    """
+    def run(module, dtype):
+        m = copy.deepcopy(module).to(dtype)
+        with torch.no_grad():
+            return [t.double() for t in pick(m(x.to(dtype)))]
+
+    ours32, stock32 = run(ours, torch.float32), run(stock, torch.float32)
+    ours64, stock64 = run(ours, torch.float64), run(stock, torch.float64)
+    assert len(ours32) == len(stock32)
+    for i, (o32, s32, o64, s64) in enumerate(zip(ours32, stock32, ours64, stock64)):
+        assert o32.shape == s64.shape, (i, o32.shape, s64.shape)
+        err = (o32 - s64).abs().max().item()
+        own = (s32 - s64).abs().max().item()
+        exact = (o64 - s64).abs().max().item()
+        assert exact <= factor * own, (f"output {i}: in float64 |ours - stock| = {exact:.3g} > {factor} x the "
+                                       f"stock network's float32 error ({own:.3g})")
+        allowed = factor * own + exact
+        assert err <= allowed, (f"output {i}: |ours32 - stock64| = {err:.3g} > {factor} x |stock32 - stock64| "
+                                f"({own:.3g}) + |ours64 - stock64| ({exact:.3g}) = {allowed:.3g}")
 
 
 def unit_features(shape, dtype=torch.float32, seed=0, device="cpu") -> torch.Tensor:

@@ -18,6 +18,11 @@ from hetmm_fast.data.images import (
     to_tensor_batch,
 )
 from hetmm_fast.data.mvtec import MVTecCategory, TestItem, list_categories
+from hetmm_fast.testing import reduction_tol, unit_roundoff
+
+# testing.py rule 1 for a bilinear sample: a convex blend of 4 values in [0, 1] in float32, plus the rounding of its
+# 4 weights and of the value / 255 conversion.
+BILINEAR_TOL = reduction_tol(4) + 5 * unit_roundoff(torch.float32)
 
 REAL_DATA = Path(os.environ.get("HETMM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -154,7 +159,7 @@ def test_all_input_kinds_agree(folder: Path) -> None:
     for v in variants:
         got, names = to_tensor_batch(v, 10)
         assert got.shape == (1, 3, 10, 10)
-        torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(got, expected, atol=BILINEAR_TOL, rtol=0)
         assert len(names) == 1
 
 
@@ -170,7 +175,7 @@ def test_resize_is_plain_bilinear_without_antialias() -> None:
     arr = _rgb(8, 8)
     batch, _ = to_tensor_batch(arr, 4)
     expected = _block_mean(arr.astype(np.float64) / 255.0, 2)
-    np.testing.assert_allclose(batch[0].permute(1, 2, 0).numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(batch[0].permute(1, 2, 0).numpy(), expected, atol=BILINEAR_TOL)
     # A 4x downscale without antialias still reads only 2 of every 4 rows: not the 4x4 block mean.
     big = _rgb(16, 16, 3)
     quarter, _ = to_tensor_batch(big, 4)
@@ -178,14 +183,14 @@ def test_resize_is_plain_bilinear_without_antialias() -> None:
     rows += (big.astype(np.float64) / 255.0)[2::4][:, 1::4] * 0.25
     rows += (big.astype(np.float64) / 255.0)[1::4][:, 2::4] * 0.25
     rows += (big.astype(np.float64) / 255.0)[2::4][:, 2::4] * 0.25
-    np.testing.assert_allclose(quarter[0].permute(1, 2, 0).numpy(), rows, atol=1e-6)
+    np.testing.assert_allclose(quarter[0].permute(1, 2, 0).numpy(), rows, atol=BILINEAR_TOL)
 
 
 def test_non_square_is_squashed_not_cropped() -> None:
     arr = _rgb(4, 8)
     batch, _ = to_tensor_batch(arr, 4)
     expected = arr.astype(np.float64).reshape(4, 4, 2, 3).mean(axis=2) / 255.0
-    np.testing.assert_allclose(batch[0].permute(1, 2, 0).numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(batch[0].permute(1, 2, 0).numpy(), expected, atol=BILINEAR_TOL)
 
 
 def test_gray_inputs_are_repeated() -> None:

@@ -4,6 +4,7 @@ import torch
 import hetmm_fast as hf
 from hetmm_fast.bank import BankError, load_bank, save_bank
 from hetmm_fast.presets import PAPER_STD, PostProcess, Preset, get_preset
+from hetmm_fast.testing import reduction_tol, unit_roundoff
 
 S = 64
 
@@ -39,7 +40,11 @@ def test_training_image_scores_zero_with_all_set(train):
         "flat", get_preset().layers))  # no blur: the raw map is reported
     det.fit(train)
     out = det.predict(train[:2])
-    assert out.raw.abs().max().item() < 1e-4  # every pixel finds itself at offset 0
+    # Every pixel finds itself at offset 0, so 1 - similarity is only rounding: per layer the dot product and the
+    # normalisation that made |f| = 1 (testing.py rule 1 each), then a convex interpolation (a few roundings).
+    bound = sum(p.lam * (2 * reduction_tol(c) + 4 * unit_roundoff(torch.float32))
+                for p, c in zip(det.preset.layers, det.backbone.channels))
+    assert out.raw.abs().max().item() <= bound
 
 
 def test_defect_is_localised():
@@ -88,13 +93,15 @@ def test_pixel_major_templates_only_on_cuda_and_saved_like_any(tmp_path, train):
 
 def test_add_normals_equals_fit_on_union(train):
     extra = images(3, seed=5)
-    a = hf.HETMM(image_size=S, progress=False).fit(train).select(4).add_normals(extra)
-    b = hf.HETMM(image_size=S, progress=False).fit(torch.cat([train, extra])).select(4)
+    # Batches of 3 split both runs into the same backbone calls, so the features (and the selection) are the very
+    # same bits; other batch sizes may take other convolution kernels.
+    a = hf.HETMM(image_size=S, progress=False, batch_size=3).fit(train).select(4).add_normals(extra)
+    b = hf.HETMM(image_size=S, progress=False, batch_size=3).fit(torch.cat([train, extra])).select(4)
     assert a.n_templates == 9 and a.tsize == 4
     for x, y in zip(a.selection, b.selection):
         assert torch.equal(x, y)
     for x, y in zip(a.templates, b.templates):
-        torch.testing.assert_close(x, y)
+        assert torch.equal(x, y)
 
 
 def test_errors(tmp_path, det):
@@ -232,10 +239,19 @@ def test_predict_postprocessing_independent_of_batching(train):
                             pro_post=PostProcess("blur", 1.0, 5),
                             image_post=PostProcess("maxpool", ksize=8))
     q = images(5, seed=8)
-    outs = [hf.HETMM(image_size=S, preset=pre, progress=False, batch_size=bs).fit(train).predict(q)
-            for bs in (2, 5)]
-    for key in ("raw", "maps", "pro_maps", "scores"):
-        torch.testing.assert_close(getattr(outs[0], key), getattr(outs[1], key), rtol=1e-6, atol=1e-6)
+    det = hf.HETMM(image_size=S, preset=pre, progress=False).fit(train)
+    outs = []
+    for bs in (2, 5):
+        det.batch_size = bs
+        outs.append(det.predict(q))
+    # The backbone may round differently for a batch of 2 than of 5. A query feature moved by d (L2) moves every
+    # similarity with a unit template by at most d, and max, 1 - x, the convex blends and the interpolation pass
+    # that on; so the raw maps differ by at most sum_j lam_j d_j plus the matching's rounding (rule 2).
+    pairs = [torch.cat([det.features(q[i:i + 2])[j] for i in range(0, 5, 2)]) for j in range(3)]
+    whole = det.features(q)
+    bound = sum(p.lam * ((a - b).norm(dim=1).max().item() + 2 * reduction_tol(c))
+                for p, a, b, c in zip(pre.layers, pairs, whole, det.backbone.channels))
+    assert (outs[0].raw - outs[1].raw).abs().max().item() <= bound
     a = outs[0]
     assert not torch.equal(a.maps, a.raw) and not torch.equal(a.pro_maps, a.maps)
     from hetmm_fast.postprocess import apply_map, image_scores
