@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import stat
 import tempfile
@@ -288,9 +289,42 @@ def _check_meta(path, meta) -> None:
         preset = None
     if not isinstance(preset, dict):
         bad("preset", "a preset as the JSON text of an object")
+    _check_preset(path, preset, len(layers), image_size)
     names = meta.get("template_names", [])
     if not (isinstance(names, list) and all(isinstance(x, str) for x in names)):
         bad("template_names", "a list of str")
+
+
+def _check_preset(path, preset: dict, n_layers: int, image_size: int) -> None:
+    """The numbers of a bank's preset that matching and post-processing use: one entry per layer with positive odd
+    windows and finite weights; post-processing kernels of bounded size (a preset object checks the rest)."""
+    def finite(x):
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    layers = preset.get("layers")
+    if not isinstance(layers, list) or len(layers) != n_layers:
+        raise BankError(f"{path}: bank preset must give {n_layers} layers (one per tapped layer), got {_short(layers)}")
+    for j, p in enumerate(layers):
+        if not isinstance(p, dict):
+            raise BankError(f"{path}: bank preset layer {j} must be an object, got {_short(p)}")
+        for key in ("fwd_window", "bwd_window"):
+            k = p.get(key)
+            if not (_is_int(k) and k >= 1 and k % 2 == 1):
+                raise BankError(f"{path}: bank preset layer {j} {key}={_short(k)} must be a positive odd int")
+        for key in ("alpha", "lam"):
+            if not finite(p.get(key)):
+                raise BankError(f"{path}: bank preset layer {j} {key}={_short(p.get(key))} must be a finite number")
+    for key in ("image_post", "pixel_post", "pro_post"):
+        post = preset.get(key)
+        if not isinstance(post, dict):
+            raise BankError(f"{path}: bank preset {key} must be an object, got {_short(post)}")
+        # A max-pool must fit the S x S map; a blur kernel far wider than the map only spans zero padding, and its
+        # padded copy of the map grows with it.
+        ksize, sigma = post.get("ksize", 0), post.get("sigma", 0.0)
+        most = image_size if post.get("kind") == "maxpool" else 2 * image_size + 64
+        if not (_is_int(ksize) and 0 <= ksize <= most) or not (finite(sigma) and sigma >= 0):
+            raise BankError(f"{path}: bank preset {key} needs ksize in [0, {most}] and a finite sigma >= 0, got "
+                            f"ksize={_short(ksize)}, sigma={_short(sigma)}")
 
 
 def _check_shapes(path, tensors, meta) -> None:
