@@ -68,3 +68,18 @@ def check_pts(templates, size) -> None:
         raise TypeError(f"hetmm.{op}: size must be an int, got {type(size).__name__}")
     if size < 1:
         raise ValueError(f"hetmm.{op}: size must be >= 1, got {size}")
+
+
+def check_values(op: str, name: str, t: torch.Tensor, nonnegative: bool = False) -> None:
+    """Values the compiled engines refuse in their kernels (NaN, inf, and negative distances): the reference checks
+    them here so that no backend turns them into silent garbage or a foreign library's error. Meta tensors have no
+    values to check."""
+    if t.device.type == "meta":
+        return
+    bad = ~torch.isfinite(t)
+    if nonnegative:
+        bad |= t < 0
+    if bool(bad.any()):
+        where = tuple(int(i) for i in bad.nonzero()[0])
+        what = "a finite non-negative value" if nonnegative else "finite"
+        raise ValueError(f"hetmm.{op}: {name}{list(where)} = {t[where].item()} is not {what}")

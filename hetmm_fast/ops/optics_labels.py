@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .. import _backends
-from .._validate import check_optics
+from .._validate import check_optics, check_values
 from ..reference.optics_labels import optics_labels as _reference
 
 _backends.register("optics_labels", "torch", _reference, lambda tensors: [])
@@ -25,5 +25,7 @@ def optics_labels(dist: torch.Tensor, min_samples: int, xi: float = 0.05, backen
         predecessor correction) gives for each problem. Label numbering follows scikit-learn's.
     """
     check_optics(dist, min_samples, xi)
-    _, fn = _backends.select("optics_labels", backend, (dist,))
+    name, fn = _backends.select("optics_labels", backend, (dist,))
+    if name == "torch":  # the compiled engines check the distances in their kernels
+        check_values("optics_labels", "dist", dist, nonnegative=True)
     return fn(dist, min_samples, float(xi))

@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 
 from .. import _backends
-from .._validate import check_pts
+from .._validate import check_pts, check_values
 from ..reference.pts_select import gather_sheets as _reference_gather
 from ..reference.pts_select import pts_indices as _reference
 
@@ -55,6 +55,8 @@ def pts_select(
         out = templates.clone()
     else:
         name, fn = _backends.select("pts_select", backend, (templates,))
+        if name == "torch":  # the compiled engines check the values in their kernels
+            check_values("pts_select", "templates", templates)
         # Bands of rows keep progress reports flowing; pixels are independent so the result is unchanged.
         band = max(1, -(-H // 16)) if progress is not None else H
         parts = []

@@ -25,6 +25,7 @@ def window_match(
         templates: Tensor[N, C, H, W], same dtype, device, C, H and W.
         fwd_window: odd window side k_f of the forward direction (query pixel fixed, template neighbourhood searched).
         bwd_window: odd window side k_b of the backward direction (template pixel fixed, query neighbourhood searched).
+            Any positive odd int: a window wider than the map is clipped at the border like every other window.
         backend: None for the best available (ladder cuda > triton > cpu > torch, or ``HETMM_BACKEND``), or a name
             to force; raises RuntimeError with the reasons if that backend cannot run these inputs.
 
@@ -37,7 +38,10 @@ def window_match(
     """
     check_window_match(query, templates, fwd_window, bwd_window)
     _, fn = _backends.select("window_match", backend, (query, templates))
-    return fn(query, templates, fwd_window, bwd_window)
+    # A window wider than the map sees the whole map, as the widest window that fits does (offsets up to
+    # max(H, W) - 1): every engine gets at most that one, so no loop, tile or index is ever sized by a huge window.
+    widest = 2 * max(query.shape[2], query.shape[3]) - 1
+    return fn(query, templates, min(fwd_window, widest), min(bwd_window, widest))
 
 
 def pixel_major(x: torch.Tensor) -> torch.Tensor:
@@ -49,6 +53,8 @@ def pixel_major(x: torch.Tensor) -> torch.Tensor:
     place instead of packing a copy on every call (float32 with TF32 matching still copies, to round). Every backend
     accepts the layout; :class:`hetmm_fast.HETMM` keeps its templates this way on a GPU.
     """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"hetmm.pixel_major: expected a Tensor[M, C, H, W], got {type(x).__name__}")
     if x.dim() != 4:
         raise ValueError(f"hetmm.pixel_major: expected a 4-D Tensor[M, C, H, W], got shape {tuple(x.shape)}")
     hwmc = x.permute(2, 3, 0, 1)
