@@ -144,7 +144,9 @@ class HETMM:
 
     Threads: one detector may serve several threads at once. :meth:`predict`, :meth:`predict_iter`,
     :meth:`anomaly_map` and :meth:`features` only read it, and each call gives the bits it gives alone
-    (tests/test_concurrency.py); the calls share the machine's cores (each runs the engines' OpenMP and torch threads).
+    (tests/test_concurrency.py). Each call runs OpenMP teams of ``torch.get_num_threads()`` threads: lower that
+    until threads x teams fit the cores, or the teams compete (many times slower); the backbone's last bits
+    depend on that count.
     A :meth:`predict` or :meth:`predict_iter` call takes the active templates (the PTS set, else the ALL set) once,
     when it is called, and matches all its batches against them; :meth:`anomaly_map` takes them once per call.
     :meth:`fit`, :meth:`select`, :meth:`add_normals` and :meth:`save`, and changes to the detector's attributes, are
