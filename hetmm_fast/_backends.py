@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -33,7 +34,9 @@ class Impl:
 _IMPLS: dict[str, dict[str, Impl]] = {}
 _ENGINE_MODULES = {"cpu": "hetmm_fast._engine_cpu", "cuda": "hetmm_fast._engine_cuda", "triton": "hetmm_fast.triton"}
 _ENGINE_ERRORS: dict[str, str] = {}
-_loaded = False
+_loaded = False  # every engine module imported (or its failure recorded): the lock-free fast path
+_started = False  # an import pass began (in this thread, when re-entered from an engine's import)
+_LOAD_LOCK = threading.RLock()
 
 
 def register(op: str, backend: str, fn: Callable, can_run: Callable[[Sequence[torch.Tensor]], list[str]]) -> None:
@@ -43,11 +46,24 @@ def register(op: str, backend: str, fn: Callable, can_run: Callable[[Sequence[to
 
 
 def _load_engines() -> None:
-    """Import the optional engine modules once; each registers what it can and records why it cannot."""
-    global _loaded
+    """Import the optional engine modules once; each registers what it can and records why it cannot.
+
+    Threads that arrive while another imports wait for it, so no caller sees a half-filled registry (and falls back
+    to a lower engine, or is told a backend has no implementation)."""
+    global _loaded, _started
     if _loaded:
         return
-    _loaded = True
+    with _LOAD_LOCK:
+        if _started:
+            return
+        _started = True
+        try:
+            _import_engines()
+        finally:
+            _loaded = True
+
+
+def _import_engines() -> None:
     for name, module in _ENGINE_MODULES.items():
         if name == "triton" and not (torch.cuda.is_available() or _triton_interpret()):
             # Importing Triton costs seconds and its kernels need a GPU (or the interpreter): skip it.

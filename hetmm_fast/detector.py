@@ -194,9 +194,6 @@ class HETMM:
         self.tsize: int | None = None
         self.template_names: list[str] = []
         self.timings: dict[str, float] = {}
-        # The engines register themselves on first use; load them now, while one thread owns the detector: a first
-        # use from several threads at once could find them half-registered and fall back to another backend.
-        _backends._load_engines()
 
     # ---------------------------------------------------------------- features
     def _batches(self, images: Any) -> Iterator[tuple[torch.Tensor, list[str]]]:
