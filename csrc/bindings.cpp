@@ -18,8 +18,37 @@ TORCH_LIBRARY(hetmm, m) {
   m.def("gather_sheets(Tensor templates, Tensor index) -> Tensor");
 }
 
+// The instruction-set features this translation unit was compiled for; setup.py gives every C++ file of the
+// extension the same flags, so they are the CPU kernels' too. Which arithmetic the kernels run depends on them (the
+// window_match micro-kernel uses FMA with AVX2 + FMA and a separate multiply and add otherwise), so results are
+// bit-identical only between builds with the same features.
+static const char* build_features() {
+  return ""
+#if defined(__AVX512F__)
+         "avx512f "
+#endif
+#if defined(__AVX2__)
+         "avx2 "
+#endif
+#if defined(__FMA__)
+         "fma "
+#endif
+#if defined(__F16C__)
+         "f16c "
+#endif
+#if defined(_OPENMP)
+         "openmp "
+#endif
+      ;
+}
+
 extern "C" PyObject* PyInit__C(void) {
   static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "hetmm_fast compiled engine (ops in torch.ops.hetmm)",
                                -1, nullptr};
-  return PyModule_Create(&module);
+  PyObject* m = PyModule_Create(&module);
+  if (m != nullptr && PyModule_AddStringConstant(m, "build_features", build_features()) != 0) {
+    Py_DECREF(m);
+    return nullptr;
+  }
+  return m;
 }

@@ -21,6 +21,14 @@ from . import _backends
 WINDOW_MATCH_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
+def build_features() -> frozenset[str]:
+    """Instruction-set features the extension was compiled for: a subset of ``{"avx512f", "avx2", "fma", "f16c",
+    "openmp"}`` (empty for a portable x86-64 build without OpenMP). The CPU ``window_match`` rounds differently with
+    and without FMA, so its outputs are bit-identical only between builds with the same features (and for any
+    thread count within one build)."""
+    return frozenset(getattr(_C, "build_features", "").split())
+
+
 @torch.library.register_fake("hetmm::window_match")
 def _window_match_fake(query, templates, fwd_window, bwd_window):
     B, _, H, W = query.shape

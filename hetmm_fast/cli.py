@@ -309,6 +309,12 @@ def cmd_info(args) -> int:
     print(f"CUDA device: {torch.cuda.get_device_name(0) if cuda else 'none'} (torch built with CUDA "
           f"{torch.version.cuda})")
     print(f"CPU threads: {torch.get_num_threads()}")
+    try:
+        from . import _engine_cpu
+
+        print(f"CPU engine built for: {' '.join(sorted(_engine_cpu.build_features())) or 'baseline ISA (portable)'}")
+    except ImportError:
+        pass  # not built: the backends list below says so
     print("backends (ladder order):")
     for name, why in available_backends().items():
         print(f"  {name:7s} {'available' if not why else 'unavailable: ' + '; '.join(why)}")
