@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
 export MAX_JOBS ?= 2
 
-.PHONY: demo test install ctest bench clean
+.PHONY: demo test test-matrix install ctest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 	$(MAKE) ctest
+
+# The numerics tests under other CPUs' code paths (oneDNN ISA caps, ATen's default kernels) and the extension's tests
+# on a build without -march=native; CI runs it after `make test` (tests/matrix.sh says what each part does).
+test-matrix: install
+	MAX_JOBS=$(MAX_JOBS) tests/matrix.sh
 
 ctest:
 	@if [ -f CMakeLists.txt ]; then \

@@ -22,6 +22,23 @@ def _deadline() -> float | None:
         raise pytest.UsageError(f"HETMM_TEST_DEADLINE must be a Unix time in seconds, got {raw!r}") from None
 
 
+def pytest_report_header(config):
+    """Which hetmm_fast, which build of its extension and which CPU code paths this run tests."""
+    import torch
+
+    import hetmm_fast
+
+    try:
+        from hetmm_fast import _engine_cpu
+
+        ext = f"{hetmm_fast._C.__file__} ({' '.join(sorted(_engine_cpu.build_features())) or 'baseline ISA'})"
+    except ImportError as exc:
+        ext = f"not loaded ({exc})"
+    switches = {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if k in os.environ}
+    return [f"hetmm_fast: {os.path.dirname(hetmm_fast.__file__)}; extension: {ext}",
+            f"ATen CPU capability: {torch.backends.cpu.get_cpu_capability()}; switches: {switches or 'none'}"]
+
+
 def pytest_configure(config):
     config._hetmm_deadline = _deadline()
 
