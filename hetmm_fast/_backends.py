@@ -8,13 +8,19 @@ forces one and raises ``RuntimeError`` with the reasons when it cannot run. Refu
 ``hetmm_fast`` logger.
 
 Engines register themselves with :func:`register`; ``import hetmm_fast`` never compiles anything.
+
+No silent slow path: when the compiled extension is present but fails to load (an ABI mismatch after a torch
+upgrade, a build for another CPU, a damaged file), the first op warns once with the reason and the fix and the ops
+run on the remaining engines; with ``HETMM_STRICT=1`` every op raises instead.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -34,9 +40,15 @@ class Impl:
 _IMPLS: dict[str, dict[str, Impl]] = {}
 _ENGINE_MODULES = {"cpu": "hetmm_fast._engine_cpu", "cuda": "hetmm_fast._engine_cuda", "triton": "hetmm_fast.triton"}
 _ENGINE_ERRORS: dict[str, str] = {}
+_BROKEN_EXTENSION: str | None = None  # why the compiled extension, present on disk, failed to load
 _loaded = False  # every engine module imported (or its failure recorded): the lock-free fast path
 _started = False  # an import pass began (in this thread, when re-entered from an engine's import)
 _LOAD_LOCK = threading.RLock()
+
+
+class EngineUnavailable(ImportError):
+    """Raised by an engine module that loaded correctly but has nothing to offer here (e.g. a CPU-only build of the
+    extension has no CUDA kernels): a reason, not a fault."""
 
 
 def register(op: str, backend: str, fn: Callable, can_run: Callable[[Sequence[torch.Tensor]], list[str]]) -> None:
@@ -61,9 +73,33 @@ def _load_engines() -> None:
             _import_engines()
         finally:
             _loaded = True
+        if _BROKEN_EXTENSION is not None and not strict():
+            warnings.warn(f"hetmm_fast: {_BROKEN_EXTENSION}; the ops run on the other engines (the pure-PyTorch "
+                          "reference on a CPU, many times slower). Set HETMM_STRICT=1 to make this an error.",
+                          RuntimeWarning, stacklevel=4)
+
+
+def strict() -> bool:
+    """``HETMM_STRICT=1``: a compiled extension that is present but fails to load is an error, not a warning."""
+    return os.environ.get("HETMM_STRICT", "0") == "1"
+
+
+def broken_extension() -> str | None:
+    """Why the compiled extension failed to load although it is installed (None when it loaded or is absent)."""
+    _load_engines()
+    return _BROKEN_EXTENSION
+
+
+def _extension_file() -> str | None:
+    try:
+        spec = importlib.util.find_spec("hetmm_fast._C")
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec is not None else None
 
 
 def _import_engines() -> None:
+    global _BROKEN_EXTENSION
     for name, module in _ENGINE_MODULES.items():
         if name == "triton" and not (torch.cuda.is_available() or _triton_interpret()):
             # Importing Triton costs seconds and its kernels need a GPU (or the interpreter): skip it.
@@ -71,12 +107,23 @@ def _import_engines() -> None:
             continue
         try:
             importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            _ENGINE_ERRORS[name] = "extension not built" if name != "triton" else f"not available ({exc})"
-        except ImportError as exc:  # the engine module explains itself, e.g. "extension built without CUDA"
+        except EngineUnavailable as exc:  # the engine module explains itself, e.g. "extension built without CUDA"
             _ENGINE_ERRORS[name] = str(exc)
+        except ModuleNotFoundError as exc:
+            if name == "triton":
+                _ENGINE_ERRORS[name] = f"not available ({exc})"
+            elif exc.name == "hetmm_fast._C" and _extension_file() is None:
+                _ENGINE_ERRORS[name] = "extension not built"
+            else:
+                _ENGINE_ERRORS[name] = f"failed to load: {exc}"
         except Exception as exc:  # a broken build must not break `import hetmm_fast`
             _ENGINE_ERRORS[name] = f"failed to load: {type(exc).__name__}: {exc}"
+        else:
+            continue
+        if name in ("cpu", "cuda") and _BROKEN_EXTENSION is None and _extension_file() is not None:
+            _BROKEN_EXTENSION = (f"the compiled extension {_extension_file()} is installed but failed to load "
+                                 f"({_ENGINE_ERRORS[name]}); rebuild it against the torch in use (`make install`, "
+                                 "or `pip install --no-build-isolation -e .`)")
 
 
 def engine_error(backend: str) -> str | None:
@@ -98,6 +145,9 @@ def reasons(op: str, backend: str, tensors: Sequence[torch.Tensor]) -> list[str]
 
 def select(op: str, backend: str | None, tensors: Sequence[torch.Tensor]) -> tuple[str, Callable]:
     """Pick the implementation of ``op`` for these inputs; see the module docstring for the rules."""
+    _load_engines()
+    if _BROKEN_EXTENSION is not None and strict():
+        raise RuntimeError(f"hetmm.{op}: {_BROKEN_EXTENSION} (HETMM_STRICT=1)")
     forced = backend if backend is not None else os.environ.get("HETMM_BACKEND") or None
     if forced is not None:
         why = reasons(op, forced, tensors)

@@ -1,10 +1,10 @@
 """The ``cuda`` backend: CUDA kernels of ``hetmm_fast._C`` behind ``torch.ops.hetmm.*`` (CUDA builds of the extension).
 
 Importing this module loads the compiled extension (``ModuleNotFoundError`` when it was not built, reported as
-"extension not built") and raises ``ImportError("extension built without CUDA ...")`` when the extension has no CUDA
-kernels; otherwise it registers the ``cuda`` backend of every op whose CUDA kernel the extension contains. The fake
-(shape-only) kernels of the public ops come from ``hetmm_fast._engine_cpu``; this module adds the fake of the private
-baseline op.
+"extension not built") and raises ``_backends.EngineUnavailable("extension built without CUDA ...")`` (an
+ImportError) when the extension has no CUDA kernels; otherwise it registers the ``cuda`` backend of every op whose
+CUDA kernel the extension contains. The fake (shape-only) kernels of the public ops come from
+``hetmm_fast._engine_cpu``; this module adds the fake of the private baseline op.
 
 Numerics (csrc/<op>/<op>_cuda.h):
 
@@ -38,7 +38,7 @@ from . import _C  # noqa: F401  (loading the library runs the TORCH_LIBRARY regi
 from . import _backends
 
 if not torch._C._dispatch_has_kernel_for_dispatch_key("hetmm::window_match", "CUDA"):
-    raise ImportError(
+    raise _backends.EngineUnavailable(
         "extension built without CUDA (hetmm_fast._C has no CUDA kernels; rebuild with nvcc and a CUDA build of torch, "
         "or HETMM_FAST_FORCE_CUDA=1)"
     )

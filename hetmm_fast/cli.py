@@ -315,6 +315,10 @@ def cmd_info(args) -> int:
         print(f"CPU engine built for: {' '.join(sorted(_engine_cpu.build_features())) or 'baseline ISA (portable)'}")
     except ImportError:
         pass  # not built: the backends list below says so
+    from ._backends import broken_extension
+
+    if broken_extension():
+        print(f"compiled extension BROKEN: {broken_extension()}")
     print("backends (ladder order):")
     for name, why in available_backends().items():
         print(f"  {name:7s} {'available' if not why else 'unavailable: ' + '; '.join(why)}")
