@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "ordering.h"
+
 #ifdef HETMM_CUDA_EMULATION
 #include "cuda_emulation.h"
 #else
@@ -159,14 +161,8 @@ namespace cu {
 constexpr double kInfinity = std::numeric_limits<double>::infinity();
 constexpr int kNoIndex = 0x7fffffff;  // "no candidate" in (value, index) reductions; loses every comparison
 
-// Better of two (value, index) pairs: kMax prefers the larger value, kMax = false the smaller; equal values go to the
-// smaller index. A total order on pairs, so any reduction tree gives the same winner.
-template <bool kMax>
-__host__ __device__ __forceinline__ bool better(double v, int i, double best_v, int best_i) {
-  return kMax ? (v > best_v || (v == best_v && i < best_i)) : (v < best_v || (v == best_v && i < best_i));
-}
-
-// All-reduce of (v, i) over the block (blockDim.x a multiple of 32, at most 1024): every thread ends with the winner.
+// All-reduce of (v, i) over the block (blockDim.x a multiple of 32, at most 1024): every thread ends with the winner
+// under the order of `better` (ordering.h), the one the CPU engines scan with.
 // scratch_v / scratch_i: shared arrays of 64 entries; `parity` must alternate between consecutive calls (one barrier
 // per call: a buffer is rewritten only after the next call's barrier, when everyone has read it).
 template <bool kMax>
@@ -194,10 +190,6 @@ __device__ __forceinline__ void block_arg_reduce(double& v, int& i, double* scra
       i = bi[w];
     }
 }
-
-// np.around(x, 15) as scikit-learn applies it to OPTICS distances: multiply by the exactly representable 1e15, round
-// half to even, divide (IEEE division; never contracted).
-__host__ __device__ __forceinline__ double round15(double x) { return nearbyint(x * 1e15) / 1e15; }
 
 // Order-preserving map float -> int: a < b (no NaN) iff key(a) < key(b) as signed ints, so atomicMax on the keys is
 // a float atomic max. Negative floats have their magnitude bits flipped.

@@ -30,28 +30,20 @@
 // O(N) workspace plus the N x N rounded matrix; the xi extraction is O(N) plus O(N) per candidate cluster.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 #include <vector>
 
-namespace hetmm {
+#include "optics_labels_core.h"
 
-// np.around(x, 15) for doubles (see above). Inline so that the rounding passes vectorise.
-inline double round15(double x) { return std::nearbyint(x * 1e15) / 1e15; }
+namespace hetmm {
 
 // Reusable per-thread buffers for optics_xi_rounded: after the first problem of a given N nothing is allocated.
 struct OpticsWorkspace {
-    std::vector<double> core, rcore, work, reach, plot, kbuf;
-    std::vector<int64_t> order, pos, pred, pred_plot, pos_label;
+    std::vector<double> core, rcore, work, reach, plot, kbuf, sda_mib;
+    std::vector<int64_t> order, pred, pred_plot, pos, pos_label, sda_start, sda_end, u_clusters;
     std::vector<uint8_t> flags;
-    struct SteepDown {
-        int64_t start, end;
-        double mib;
-    };
-    std::vector<SteepDown> sdas;
-    std::vector<int64_t> clusters;    // flattened (start, end) pairs in plot positions, scikit-learn's order
-    std::vector<int64_t> u_clusters;  // clusters found at the current steep-up area
     void resize(int64_t n);
+    OpticsXiScratch<int64_t> xi_scratch();
 };
 
 // One problem. R: [N, N] row-major with row stride ld (>= N), R = round15(dist), values in [0, +inf], no -0.0.

@@ -28,10 +28,6 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kMax = std::numeric_limits<double>::max();
 
-// Bits of OpticsWorkspace::flags, computed from ratio = plot[i] / plot[i + 1] exactly as scikit-learn does
-// (NaN ratios such as inf/inf or 0/0 set no bit).
-constexpr uint8_t kSteepUp = 1, kSteepDown = 2, kUp = 4, kDown = 8;
-
 #ifdef HETMM_OPTICS_X86
 bool cpu_has_avx2() {
     static const bool ok = __builtin_cpu_supports("avx2");
@@ -130,55 +126,6 @@ double kth_smallest(const double* row, int64_t n, int64_t m, std::vector<double>
     return buf[m - 1];
 }
 
-// Length of a steep area starting at `start` (scikit-learn's _extend_region): extend while points are steep in the
-// area's direction, stop at a point going the other way, or after more than min_samples consecutive non-steep ones.
-int64_t extend_region(const uint8_t* flags, int64_t n, uint8_t steep, uint8_t other_way, int64_t start,
-                      int64_t min_samples) {
-    int64_t non_steep = 0;
-    int64_t end = start;
-    for (int64_t index = start; index < n; ++index) {
-        if (flags[index] & steep) {
-            non_steep = 0;
-            end = index;
-        } else if (!(flags[index] & other_way)) {
-            if (++non_steep > min_samples) break;
-        } else {
-            return end;
-        }
-    }
-    return end;
-}
-
-// Drop the steep-down areas whose start is not xi-steeper than mib and raise the mib of the others.
-void filter_sdas(std::vector<OpticsWorkspace::SteepDown>& sdas, double mib, double xi_complement,
-                 const double* plot) {
-    if (std::isinf(mib)) {
-        sdas.clear();
-        return;
-    }
-    size_t kept = 0;
-    for (size_t t = 0; t < sdas.size(); ++t) {
-        if (mib <= plot[sdas[t].start] * xi_complement) {
-            OpticsWorkspace::SteepDown d = sdas[t];
-            if (mib > d.mib) d.mib = mib;
-            sdas[kept++] = d;
-        }
-    }
-    sdas.resize(kept);
-}
-
-// Schubert & Gertz (2018), Algorithm 2: shrink [s, e] from the right until the end point's predecessor lies inside
-// the cluster or the start is higher than the end; false when nothing is left.
-bool correct_predecessor(const double* plot, const int64_t* pred_plot, const int64_t* pos, int64_t& s, int64_t& e) {
-    while (s < e) {
-        if (plot[s] > plot[e]) return true;
-        int64_t p = pred_plot[e];
-        if (p >= 0 && pos[p] >= s && pos[p] < e) return true;
-        --e;
-    }
-    return false;
-}
-
 
 // Smallest index among the smallest unprocessed work values below +inf (processed points hold NaN and are
 // skipped); -1 when every unprocessed value is +inf.
@@ -202,7 +149,7 @@ int64_t argmin_unprocessed(const double* work, int64_t n) {
 int64_t expand_scalar(const double* row, double c, int64_t point, int64_t j0, int64_t n, double* work, int64_t* pred,
                       double best, int64_t next) {
     for (int64_t j = j0; j < n; ++j) {
-        const double cand = row[j] < c ? c : row[j];
+        const double cand = optics_candidate(row[j], c);
         if (cand < work[j]) {
             work[j] = cand;
             pred[j] = point;
@@ -220,6 +167,8 @@ int64_t expand_generic(const double* row, double c, int64_t point, int64_t n, do
 }
 
 #ifdef HETMM_OPTICS_X86
+// expand_scalar four points at a time: optics_candidate is the max_pd of (c, row) (no NaN in R), the update and the
+// per-lane argmin keep its strict <.
 __attribute__((target("avx2"))) int64_t expand_avx2(const double* row, double c, int64_t point, int64_t n,
                                                      double* work, int64_t* pred) {
     const __m256d vc = _mm256_set1_pd(c);
@@ -314,14 +263,20 @@ void OpticsWorkspace::resize(int64_t n) {
     plot.resize(un + 1);
     kbuf.resize(std::max<size_t>(un, kSmallK));
     order.resize(un);
-    pos.resize(un);
     pred.resize(un);
     pred_plot.resize(un);
+    pos.resize(un);
     pos_label.resize(un);
     flags.resize(un);
-    sdas.reserve(un);
-    u_clusters.reserve(2 * un);
-    clusters.reserve(2 * un);
+    sda_start.resize(un);
+    sda_end.resize(un);
+    sda_mib.resize(un);
+    u_clusters.resize(2 * un);
+}
+
+OpticsXiScratch<int64_t> OpticsWorkspace::xi_scratch() {
+    return {plot.data(),      pred_plot.data(), pos.data(),        flags.data(),     sda_start.data(),
+            sda_end.data(),   sda_mib.data(),   u_clusters.data(), pos_label.data()};
 }
 
 void optics_xi_rounded(const double* R, int64_t ld, int64_t N, int64_t min_samples, double xi, OpticsWorkspace& ws,
@@ -332,7 +287,6 @@ void optics_xi_rounded(const double* R, int64_t ld, int64_t N, int64_t min_sampl
     double* work = ws.work.data();  // reachability of unprocessed points, NaN once processed
     double* reach = ws.reach.data();
     int64_t* order = ws.order.data();
-    int64_t* pos = ws.pos.data();
     int64_t* pred = ws.pred.data();
 
     bool have_core = false;
@@ -354,7 +308,6 @@ void optics_xi_rounded(const double* R, int64_t ld, int64_t N, int64_t min_sampl
     int64_t point = 0;  // everything is +inf at the start: the smallest index
     for (int64_t step = 0; step < N; ++step) {
         order[step] = point;
-        pos[point] = step;
         reach[point] = work[point];
         work[point] = nan;
         while (first_unprocessed < N && std::isnan(work[first_unprocessed])) ++first_unprocessed;
@@ -363,93 +316,7 @@ void optics_xi_rounded(const double* R, int64_t ld, int64_t N, int64_t min_sampl
         point = next >= 0 ? next : first_unprocessed;  // all remaining at +inf: smallest index
     }
 
-    // Reachability plot in processing order, with +inf appended (scikit-learn does this to close the last cluster).
-    double* plot = ws.plot.data();
-    int64_t* pred_plot = ws.pred_plot.data();
-    for (int64_t k = 0; k < N; ++k) {
-        plot[k] = reach[order[k]];
-        pred_plot[k] = pred[order[k]];
-    }
-    plot[N] = kInf;
-
-    const double xi_complement = 1.0 - xi;
-    const double inv_complement = 1.0 / xi_complement;
-    uint8_t* flags = ws.flags.data();
-    for (int64_t k = 0; k < N; ++k) {
-        double ratio = plot[k] / plot[k + 1];
-        flags[k] = static_cast<uint8_t>((ratio <= xi_complement ? kSteepUp : 0) |
-                                        (ratio >= inv_complement ? kSteepDown : 0) | (ratio < 1.0 ? kUp : 0) |
-                                        (ratio > 1.0 ? kDown : 0));
-    }
-
-    auto& sdas = ws.sdas;
-    auto& clusters = ws.clusters;
-    auto& u_clusters = ws.u_clusters;
-    sdas.clear();
-    clusters.clear();
-    int64_t index = 0;
-    double mib = 0.0;  // maximum of the plot in between steep areas
-    for (int64_t steep_index = 0; steep_index < N; ++steep_index) {
-        if (!(flags[steep_index] & (kSteepUp | kSteepDown)) || steep_index < index) continue;
-        for (int64_t k = index; k <= steep_index; ++k)
-            if (plot[k] > mib) mib = plot[k];
-
-        if (flags[steep_index] & kSteepDown) {
-            filter_sdas(sdas, mib, xi_complement, plot);
-            int64_t d_end = extend_region(flags, N, kSteepDown, kUp, steep_index, min_samples);
-            sdas.push_back({steep_index, d_end, 0.0});
-            index = d_end + 1;
-            mib = plot[index];
-            continue;
-        }
-
-        filter_sdas(sdas, mib, xi_complement, plot);
-        const int64_t u_start = steep_index;
-        const int64_t u_end = extend_region(flags, N, kSteepUp, kDown, u_start, min_samples);
-        index = u_end + 1;
-        mib = plot[index];
-
-        u_clusters.clear();
-        for (const auto& d : sdas) {
-            int64_t c_start = d.start;
-            int64_t c_end = u_end;
-            const double after = plot[c_end + 1];
-            if (after * xi_complement < d.mib) continue;
-            const double d_max = plot[d.start];
-            if (d_max * xi_complement >= after) {
-                // The start is much higher than the end: move the start right to the end's level.
-                while (plot[c_start + 1] > after && c_start < d.end) ++c_start;
-            } else if (after * xi_complement >= d_max) {
-                // The end is much higher than the start: move the end left to the start's level.
-                while (plot[c_end - 1] > d_max && c_end > u_start) --c_end;
-            }
-            if (!correct_predecessor(plot, pred_plot, pos, c_start, c_end)) continue;
-            if (c_end - c_start + 1 < min_samples) continue;  // min_cluster_size = min_samples
-            if (c_start > d.end) continue;
-            if (c_end < u_start) continue;
-            u_clusters.push_back(c_start);
-            u_clusters.push_back(c_end);
-        }
-        // Smaller clusters first: the candidates were found from the outermost steep-down area inwards.
-        for (size_t t = u_clusters.size(); t >= 2; t -= 2) {
-            clusters.push_back(u_clusters[t - 2]);
-            clusters.push_back(u_clusters[t - 1]);
-        }
-    }
-
-    // A cluster is labelled only when none of its points already is (nested smaller clusters come first).
-    int64_t* pos_label = ws.pos_label.data();
-    std::fill(pos_label, pos_label + N, int64_t(-1));
-    int64_t label = 0;
-    for (size_t t = 0; t < clusters.size(); t += 2) {
-        const int64_t s = clusters[t], e = clusters[t + 1];
-        bool free = true;
-        for (int64_t k = s; k <= e && free; ++k) free = pos_label[k] == -1;
-        if (!free) continue;
-        std::fill(pos_label + s, pos_label + e + 1, label);
-        ++label;
-    }
-    for (int64_t k = 0; k < N; ++k) labels[order[k]] = pos_label[k];
+    optics_xi_labels(order, reach, pred, N, min_samples, xi, ws.xi_scratch(), labels);
 }
 
 int64_t optics_labels_cpu(const double* dist, int64_t P, int64_t N, int64_t min_samples, double xi, int64_t* labels,

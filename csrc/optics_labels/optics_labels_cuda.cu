@@ -12,14 +12,16 @@
 //      all-reduce on (value, index) pairs picks the next point: smallest reachability, ties (+inf included) to the
 //      smallest index, exactly the CPU engine's and scikit-learn's choice. One barrier per step (none with 1 warp).
 //   Bytes: the matrix is read ~(m + 1) times (m rounds of core distances, one row per expansion); N^2 round15 calls.
-// optics_xi_kernel: one thread per problem runs the xi extraction (scikit-learn's _xi_cluster with predecessor
-//   correction, then _extract_xi_labels) on the reachability plot; labels are assigned right after each steep-up
-//   area, in the order scikit-learn's cluster list would give them. O(N) work per problem plus O(N) per candidate.
+// optics_xi_kernel: one thread per problem runs optics_xi_labels (optics_labels_core.h, the CPU engine's code) on the
+//   ordering; scratch in global memory. O(N) work per problem plus O(N) per candidate.
+// The per-element rules (round15, gram_distance, optics_candidate) and the xi extraction come from
+// optics_labels_core.h; this file only decides how they are spread over threads.
 #include "optics_labels_cuda.h"
 
 #include <algorithm>
 
 #include "../common/cuda_device.cuh"
+#include "optics_labels_core.h"
 
 namespace hetmm {
 namespace {
@@ -34,9 +36,7 @@ size_t order_smem_bytes(int64_t N) {
 }
 
 __device__ __forceinline__ double distance(double v, bool from_gram) {
-  if (!from_gram) return v + 0.0;  // -0.0 reads as +0.0, like the CPU engine (optics_labels.h)
-  const double d = 1.0 - v;
-  return d > 0.0 ? d : 0.0;  // max(0, 1 - g); 1 - g is never -0
+  return from_gram ? gram_distance(v) : v + 0.0;  // -0.0 reads as +0.0, like the CPU engine (optics_labels.h)
 }
 
 __global__ void __launch_bounds__(kMaxThreads) optics_order_kernel(const double* src, bool from_gram, int N,
@@ -98,7 +98,7 @@ __global__ void __launch_bounds__(kMaxThreads) optics_order_kernel(const double*
       }
       above = m;
     }
-    if (lane == 0) rcore[i] = cu::round15(cu::round15(core));
+    if (lane == 0) rcore[i] = round15(round15(core));
   }
   cu::block_sync();
 
@@ -114,8 +114,7 @@ __global__ void __launch_bounds__(kMaxThreads) optics_order_kernel(const double*
       const double* row = D + static_cast<int64_t>(point) * N;
       for (int j = tid; j < N; j += nt) {
         if (done[j]) continue;
-        const double r = cu::round15(distance(row[j], from_gram));
-        const double cand = r < c ? c : r;
+        const double cand = optics_candidate(round15(distance(row[j], from_gram)), c);
         if (cand < work[j]) {
           work[j] = cand;
           pred[j] = point;
@@ -143,149 +142,11 @@ __global__ void __launch_bounds__(kMaxThreads) optics_order_kernel(const double*
   }
 }
 
-// Per-problem scratch of the xi extraction (each array [P][len], problem-major).
-struct XiScratch {
-  double* plot;        // N + 1
-  int32_t* pred_plot;  // N
-  int32_t* pos;        // N: position of each point in the ordering
-  uint8_t* flags;      // N
-  int32_t* sda_start;  // N
-  int32_t* sda_end;    // N
-  double* sda_mib;     // N
-  int32_t* u_clusters; // 2 N
-  int32_t* pos_label;  // N
-};
-
-constexpr uint8_t kSteepUp = 1, kSteepDown = 2, kUp = 4, kDown = 8;
-
-// scikit-learn's _extend_region: last steep index of the area starting at `start`.
-__host__ __device__ inline int extend_region(const uint8_t* flags, int n, uint8_t steep, uint8_t other_way, int start,
-                                             int min_samples) {
-  int non_steep = 0, end = start;
-  for (int index = start; index < n; ++index) {
-    if (flags[index] & steep) {
-      non_steep = 0;
-      end = index;
-    } else if (!(flags[index] & other_way)) {
-      if (++non_steep > min_samples) break;
-    } else {
-      return end;
-    }
-  }
-  return end;
-}
-
-// scikit-learn's _correct_predecessor (Schubert & Gertz 2018): false when the candidate vanishes.
-__host__ __device__ inline bool correct_predecessor(const double* plot, const int32_t* pred_plot, const int32_t* pos,
-                                                    int s, int& e) {
-  while (s < e) {
-    if (plot[s] > plot[e]) return true;
-    const int p = pred_plot[e];
-    if (p >= 0 && pos[p] >= s && pos[p] < e) return true;
-    --e;
-  }
-  return false;
-}
-
-// Xi extraction of one problem from its ordering, reachabilities and predecessors (scikit-learn >= 1.3 semantics,
-// min_cluster_size = min_samples, predecessor correction on).
-__host__ __device__ inline void xi_labels(const int32_t* order, const double* reach, const int32_t* pred, int N,
-                                          int min_samples, double xi, const XiScratch& s, int64_t* labels) {
-  double* plot = s.plot;
-  for (int k = 0; k < N; ++k) {
-    plot[k] = reach[order[k]];
-    s.pred_plot[k] = pred[order[k]];
-    s.pos[order[k]] = k;
-    s.pos_label[k] = -1;
-  }
-  plot[N] = cu::kInfinity;
-  const double xc = 1.0 - xi;
-  const double inv_xc = 1.0 / xc;
-  for (int k = 0; k < N; ++k) {
-    const double ratio = plot[k] / plot[k + 1];  // NaN (inf/inf, 0/0) sets no flag
-    s.flags[k] = static_cast<uint8_t>((ratio <= xc ? kSteepUp : 0) | (ratio >= inv_xc ? kSteepDown : 0) |
-                                      (ratio < 1.0 ? kUp : 0) | (ratio > 1.0 ? kDown : 0));
-  }
-
-  int n_sdas = 0, index = 0, label = 0;
-  double mib = 0.0;
-  auto filter_sdas = [&](double m) {
-    if (m == cu::kInfinity) {
-      n_sdas = 0;
-      return;
-    }
-    int kept = 0;
-    for (int t = 0; t < n_sdas; ++t) {
-      if (m <= plot[s.sda_start[t]] * xc) {
-        s.sda_start[kept] = s.sda_start[t];
-        s.sda_end[kept] = s.sda_end[t];
-        s.sda_mib[kept] = s.sda_mib[t] < m ? m : s.sda_mib[t];
-        ++kept;
-      }
-    }
-    n_sdas = kept;
-  };
-
-  for (int steep = 0; steep < N; ++steep) {
-    if (!(s.flags[steep] & (kSteepUp | kSteepDown)) || steep < index) continue;
-    for (int k = index; k <= steep; ++k)
-      if (plot[k] > mib) mib = plot[k];
-
-    if (s.flags[steep] & kSteepDown) {
-      filter_sdas(mib);
-      const int d_end = extend_region(s.flags, N, kSteepDown, kUp, steep, min_samples);
-      s.sda_start[n_sdas] = steep;
-      s.sda_end[n_sdas] = d_end;
-      s.sda_mib[n_sdas] = 0.0;
-      ++n_sdas;
-      index = d_end + 1;
-      mib = plot[index];
-      continue;
-    }
-
-    filter_sdas(mib);
-    const int u_start = steep;
-    const int u_end = extend_region(s.flags, N, kSteepUp, kDown, u_start, min_samples);
-    index = u_end + 1;
-    mib = plot[index];
-
-    int n_u = 0;
-    for (int t = 0; t < n_sdas; ++t) {
-      int c_start = s.sda_start[t], c_end = u_end;
-      const double after = plot[c_end + 1];
-      if (after * xc < s.sda_mib[t]) continue;
-      const double d_max = plot[s.sda_start[t]];
-      if (d_max * xc >= after) {
-        while (plot[c_start + 1] > after && c_start < s.sda_end[t]) ++c_start;
-      } else if (after * xc >= d_max) {
-        while (c_end > u_start && plot[c_end - 1] > d_max) --c_end;  // never reads plot[-1]
-      }
-      if (!correct_predecessor(plot, s.pred_plot, s.pos, c_start, c_end)) continue;
-      if (c_end - c_start + 1 < min_samples) continue;
-      if (c_start > s.sda_end[t]) continue;
-      if (c_end < u_start) continue;
-      s.u_clusters[2 * n_u] = c_start;
-      s.u_clusters[2 * n_u + 1] = c_end;
-      ++n_u;
-    }
-    // Smaller (later-found) clusters first; a cluster is labelled only if none of its points already is.
-    for (int t = n_u - 1; t >= 0; --t) {
-      const int a = s.u_clusters[2 * t], b = s.u_clusters[2 * t + 1];
-      bool free = true;
-      for (int k = a; k <= b && free; ++k) free = s.pos_label[k] == -1;
-      if (!free) continue;
-      for (int k = a; k <= b; ++k) s.pos_label[k] = label;
-      ++label;
-    }
-  }
-  for (int k = 0; k < N; ++k) labels[order[k]] = s.pos_label[k];
-}
-
 __global__ void optics_xi_kernel(const int32_t* order, const double* reach, const int32_t* pred, int64_t P, int N,
-                                 int min_samples, double xi, XiScratch scratch, int64_t* labels) {
+                                 int min_samples, double xi, OpticsXiScratch<int32_t> scratch, int64_t* labels) {
   const int64_t prob = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (prob >= P) return;
-  XiScratch s;
+  OpticsXiScratch<int32_t> s;
   s.plot = scratch.plot + prob * (N + 1);
   s.pred_plot = scratch.pred_plot + prob * N;
   s.pos = scratch.pos + prob * N;
@@ -295,7 +156,7 @@ __global__ void optics_xi_kernel(const int32_t* order, const double* reach, cons
   s.sda_mib = scratch.sda_mib + prob * N;
   s.u_clusters = scratch.u_clusters + prob * 2 * N;
   s.pos_label = scratch.pos_label + prob * N;
-  xi_labels(order + prob * N, reach + prob * N, pred + prob * N, N, min_samples, xi, s, labels + prob * N);
+  optics_xi_labels(order + prob * N, reach + prob * N, pred + prob * N, N, min_samples, xi, s, labels + prob * N);
 }
 
 // Carves the workspace into 256-byte aligned arrays; with base == nullptr only counts.
@@ -314,7 +175,7 @@ struct Workspace {
   int32_t* order;
   double* reach;
   int32_t* pred;
-  XiScratch xi;
+  OpticsXiScratch<int32_t> xi;
 };
 
 Workspace carve(void* base, int64_t P, int64_t N, size_t* bytes) {

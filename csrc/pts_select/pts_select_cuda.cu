@@ -145,7 +145,7 @@ __global__ void __launch_bounds__(kChooseThreads) pts_choose_kernel(const double
       const double* row = gp + static_cast<int64_t>(m[a]) * N;
       double s = 0.0;
       for (int b = 0; b < size; ++b) s += row[m[b]];
-      if (best_j == cu::kNoIndex || cu::better<true>(s, m[a], best, best_j)) {
+      if (best_j == cu::kNoIndex || better<true>(s, m[a], best, best_j)) {
         best = s;
         best_j = m[a];
       }
@@ -166,7 +166,7 @@ __global__ void __launch_bounds__(kChooseThreads) pts_choose_kernel(const double
       const double* row = gp + static_cast<int64_t>(j) * N;
       double s = 0.0;
       for (int k = 0; k < N; ++k) s += row[k];
-      if (best_j == cu::kNoIndex || cu::better<true>(s, j, best, best_j)) {
+      if (best_j == cu::kNoIndex || better<true>(s, j, best, best_j)) {
         best = s;
         best_j = j;
       }
