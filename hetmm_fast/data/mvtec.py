@@ -54,7 +54,7 @@ class TestItem:
         label: 0 for ``test/good``, 1 for any defect folder.
         defect: name of the folder under ``test/`` (``"good"`` for normal images).
         mask_path: the ground-truth mask file, or None (always None for good images; None for a defect image
-            whose mask file is absent).
+            whose mask file is absent). A folder stands for the union of the mask files in it (MVTec LOCO AD).
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -71,6 +71,31 @@ def _find_mask(folder: Path, stem: str) -> Path | None:
             if candidate.is_file():
                 return candidate
     return None
+
+
+def _read_mask_rgb(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return _pil_to_rgb_array(image, f"MVTecCategory.load_mask('{path}')")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"MVTecCategory.load_mask: cannot read mask '{path}' ({exc})") from exc
+
+
+def _mask_union(folder: Path) -> np.ndarray:
+    """Union of the mask files in ``folder`` (one file per defect region, as MVTec LOCO AD stores them) as
+    float32 0/1: a pixel is a defect where any file has a value above 0. All files must have one size."""
+    union = None
+    for path in list_images(folder):
+        binary = _read_mask_rgb(path).max(axis=2) > 0
+        if union is None:
+            union = binary
+        elif union.shape != binary.shape:
+            raise ValueError(f"MVTecCategory.load_mask: mask '{path}' is {binary.shape[1]}x{binary.shape[0]}, "
+                             f"the other masks in '{folder}' are {union.shape[1]}x{union.shape[0]}")
+        else:
+            union |= binary
+    return union.astype(np.float32)
 
 
 class MVTecCategory:
@@ -91,6 +116,10 @@ class MVTecCategory:
         FileNotFoundError: the root or category does not exist (the message lists the available categories), or
             required parts of the layout are missing (the message lists every missing part).
     """
+
+    #: Whether any mask value above 0 marks a defect (datasets that store defect labels as small integers) instead
+    #: of the 0/255 convention read as [0, 1] and thresholded at 0.5.
+    mask_nonzero_is_defect: bool = False
 
     def __init__(self, root: str | os.PathLike, category: str) -> None:
         dataset_root = Path(root)
@@ -176,7 +205,8 @@ class MVTecCategory:
     def load_mask(self, item: TestItem, size: int) -> torch.Tensor:
         """Ground truth of one test item as ``Tensor[size, size]`` bool (True = defect).
 
-        The mask is read in [0, 1] (the maximum over channels for a colour mask), resized bilinearly
+        The mask is read in [0, 1] (the maximum over channels for a colour mask; 0/1 by value > 0 with
+        :attr:`mask_nonzero_is_defect`, and the union of the files for a mask folder), resized bilinearly
         (``align_corners=False``, no antialias) and thresholded ``> 0.5`` (SPEC section 5). Good items give all
         False. A defect item without a mask file gives all False and a ``UserWarning`` naming the image.
 
@@ -192,24 +222,26 @@ class MVTecCategory:
         if item.mask_path is None:
             warnings.warn(
                 f"MVTecCategory.load_mask: defect image '{item.path}' has no mask file "
-                f"({self.root / 'ground_truth' / item.defect / (item.path.stem + MASK_SUFFIX + '.png')}); "
-                "using an empty mask",
+                f"({self.expected_mask_path(item)}); using an empty mask",
                 UserWarning,
                 stacklevel=2,
             )
             return empty
-        try:
-            with Image.open(item.mask_path) as image:
-                image.load()
-                rgb = _pil_to_rgb_array(image, f"MVTecCategory.load_mask('{item.mask_path}')")
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise ValueError(f"MVTecCategory.load_mask: cannot read mask '{item.mask_path}' ({exc})") from exc
-        # A colour mask marks a defect in any channel.
-        gray = rgb.max(axis=2).astype(np.float32) / 255.0
+        if item.mask_path.is_dir():
+            gray = _mask_union(item.mask_path)
+        elif self.mask_nonzero_is_defect:
+            gray = (_read_mask_rgb(item.mask_path).max(axis=2) > 0).astype(np.float32)
+        else:
+            # A colour mask marks a defect in any channel.
+            gray = _read_mask_rgb(item.mask_path).max(axis=2).astype(np.float32) / 255.0
         mask = torch.from_numpy(gray)[None, None]
         if mask.shape[-2:] != (size, size):
             mask = F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
         return mask[0, 0] > 0.5
+
+    def expected_mask_path(self, item: TestItem) -> Path:
+        """Where the mask file of a defect ``item`` would be (named in the warning for a missing one)."""
+        return self.root / "ground_truth" / item.defect / (item.path.stem + MASK_SUFFIX + ".png")
 
     def load_masks(self, size: int, items: list[TestItem] | None = None) -> torch.Tensor:
         """Masks of ``items`` (default: all :attr:`test_items`) stacked as ``Tensor[N, size, size]`` bool."""
