@@ -6,6 +6,11 @@ Pixel metrics need pixel ground truth. Good test images are all-normal by defini
 mask file is left out of the pixel metrics (counted in ``n_defect_without_mask``), since scoring it as all-normal
 would count its defect pixels as normal ones. A category whose defect images have no masks at all (image-level
 labels only) gets its image metrics, and ``None`` for each pixel metric with the reason in ``skipped``.
+
+Categories come from an MVTec-layout root by name, or from any reader with the
+:class:`~hetmm_fast.data.mvtec.MVTecCategory` interface (the benchmark suites of :mod:`hetmm_fast.data.suites`).
+Each result also breaks the metrics down by defect type (``by_defect``). :func:`format_benchmark_table` and
+:func:`format_comparison` print a suite's results like a paper's table and against another run.
 """
 from __future__ import annotations
 
@@ -31,8 +36,14 @@ RESULTS_FORMAT = "hetmm_fast.eval"
 def evaluate_category(root, category: str, *, tsize: int | None = 60, backbone: str | None = "efficientnet_lite0",
                       preset: str = "default", image_size: int = 256, device: str = "cpu",
                       weights=None, backend: str | None = None, out_dir=None, n_overlays: int = 8,
-                      progress: bool = True, detector_kwargs: dict | None = None) -> dict:
+                      progress: bool = True, detector_kwargs: dict | None = None, data=None) -> dict:
     """Evaluate one category.
+
+    Args:
+        root, category: the MVTec-layout dataset root and category folder name; with ``data`` given, ``root`` is
+            not read and ``category`` only names the results (and the paper preset's table entry).
+        data: a category object with the :class:`~hetmm_fast.data.mvtec.MVTecCategory` interface (a benchmark
+            suite's reader), used instead of reading ``root``.
 
     Returns:
         ``{metric: value or None, ..., "skipped": {metric: reason}, "n_defect_without_mask", "n_pixel_images",
@@ -40,13 +51,17 @@ def evaluate_category(root, category: str, *, tsize: int | None = 60, backbone: 
         exactly when ``skipped`` names it, with the reason (no ground-truth masks, no defect test images, ...).
         ``n_pixel_images`` is the number of test images the pixel metrics were computed on (0 when skipped).
         With ``out_dir`` writes ``<out_dir>/<category>/evaluation.png`` (pixel curves only where masks exist) and
-        heatmap overlays.
+        heatmap overlays. ``by_defect`` maps each defect type to its own metrics (:func:`_by_defect`).
+        ``aupimo`` is the mean AUPIMO of the defect images with masks (``aupimo_per_image``: one value per image
+        of the pixel metrics, None for good ones), None with the reason in ``aupimo_reason`` where it cannot be
+        computed (``aupimo_reason`` is None otherwise).
     """
     from . import metrics
     from .data.mvtec import MVTecCategory
     from .detector import HETMM
 
-    data = MVTecCategory(root, category)
+    if data is None:
+        data = MVTecCategory(root, category)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     det = HETMM(backbone=backbone, preset=preset, image_size=image_size, device=device, category=category,
@@ -91,9 +106,12 @@ def evaluate_category(root, category: str, *, tsize: int | None = 60, backbone: 
         res.update(pixel_auroc=metrics.pixel_auroc(masks, maps), aupro=metrics.aupro(masks, pro_maps),
                    paper_pro=metrics.paper_pro(masks, pro_maps), f1_max=metrics.f1_max(masks.flatten(),
                                                                                       maps.flatten()))
+        aupimo, per_image, why = _aupimo(masks, maps)
+        res.update(aupimo=aupimo, aupimo_per_image=per_image, aupimo_reason=why)
     else:
-        res.update(dict.fromkeys(PIXEL_METRICS))
+        res.update(dict.fromkeys(PIXEL_METRICS), aupimo=None, aupimo_per_image=None, aupimo_reason=pixel_reason)
         skipped.update(dict.fromkeys(PIXEL_METRICS, pixel_reason))
+    res["by_defect"] = _by_defect(items, labels, pred, pixel_index if masks is not None else [], masks)
     timings["metrics"] = time.perf_counter() - t0
 
     if out_dir is not None:
@@ -107,6 +125,66 @@ def evaluate_category(root, category: str, *, tsize: int | None = 60, backbone: 
                timings={k: round(v, 4) for k, v in timings.items()}, n_train=det.n_templates,
                n_test=len(items), tsize=det.tsize, backbone=det.backbone.name, preset=det.preset.name)
     return res
+
+
+def _aupimo(masks: torch.Tensor, maps: torch.Tensor) -> tuple[float | None, list | None, str | None]:
+    """AUPIMO of the pixel-metric images, shared-FPR bounds (1e-5, 1e-4): ``(mean, per_image, reason)``, the one
+    place it is computed. ``per_image`` holds None for normal images (empty masks); an undefined value (too few
+    normal pixels to resolve FPR 1e-5, e.g. small images) is None with the reason of ``metrics.aupimo``."""
+    import math
+    import warnings
+
+    from . import metrics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # its reason is recorded instead
+        out = metrics.aupimo(masks, maps, fpr_bounds=(1e-5, 1e-4))
+
+    def clean(v):
+        return None if v is None or math.isnan(v) else float(v)
+
+    mean = clean(out["mean"])
+    per_image = [clean(v) for v in out["per_image"]]
+    reason = None if mean is not None else f"AUPIMO undefined: {out.get('reason') or 'no anomalous image'}"
+    return mean, per_image, reason
+
+
+def _by_defect(items, labels: torch.Tensor, pred, pixel_index: list[int], masks: torch.Tensor | None) -> dict:
+    """Per defect type: image AUROC of that type's images against every good test image, and pixel AUROC and
+    AUPRO over that type's images with masks plus the good images. A metric that cannot be computed is None,
+    with the reason under ``skipped``."""
+    from . import metrics
+
+    goods = [i for i, it in enumerate(items) if it.label == 0]
+    where = {i: k for k, i in enumerate(pixel_index)}
+    out: dict[str, dict] = {}
+    for defect in sorted({it.defect for it in items if it.label == 1}):
+        mine = [i for i, it in enumerate(items) if it.label == 1 and it.defect == defect]
+        masked = [i for i in mine if i in where]
+        rec: dict = {"n_images": len(mine), "n_with_mask": len(masked), "skipped": {}}
+        if goods:
+            idx = torch.tensor(goods + mine)
+            rec["image_auroc"] = metrics.image_auroc(labels[idx], pred.scores[idx])
+        else:
+            rec["image_auroc"] = None
+            rec["skipped"]["image_auroc"] = "no good test images"
+        reason = None
+        if masks is None:
+            reason = "no pixel ground truth for this category"
+        elif not masked:
+            reason = f"no '{defect}' image has a mask"
+        else:
+            orig = [i for i in goods if i in where] + masked
+            sub = masks[[where[i] for i in orig]]
+            reason = _mask_skip_reason(sub)
+            if reason is None:
+                rec["pixel_auroc"] = metrics.pixel_auroc(sub, pred.maps[orig])
+                rec["aupro"] = metrics.aupro(sub, pred.pro_maps[orig])
+        if reason is not None:
+            rec.update(pixel_auroc=None, aupro=None)
+            rec["skipped"].update(pixel_auroc=reason, aupro=reason)
+        out[defect] = rec
+    return out
 
 
 def _image_skip_reason(labels: torch.Tensor) -> str | None:
@@ -199,7 +277,7 @@ def _read_results(path: Path, settings: dict) -> dict:
     if not isinstance(recorded, dict):
         raise ValueError(f"resume: '{path}' records no settings, so its results cannot be matched to this run; "
                          "write to another file or run without resume")
-    differ = [f"{k} {recorded.get(k)!r} there, {settings[k]!r} now" for k in SETTING_KEYS
+    differ = [f"{k} {recorded.get(k)!r} there, {settings[k]!r} now" for k in settings
               if recorded.get(k) != settings[k]]
     if differ:
         raise ValueError(f"resume: '{path}' was written with other settings ({'; '.join(differ)}); "
@@ -214,11 +292,19 @@ def _error_record(exc: BaseException) -> dict:
 
 def evaluate_dataset(root, categories, *, tsize: int | None = 60, json_path=None, resume: bool = False,
                      out_dir=None, progress: bool = True,
-                     on_category: Callable[[str, str, dict], None] | None = None, **kwargs) -> dict:
+                     on_category: Callable[[str, str, dict], None] | None = None,
+                     load_category: Callable[[str], object] | None = None,
+                     preset_for: Callable[[str], str] | None = None, extra_settings: dict | None = None,
+                     **kwargs) -> dict:
     """Evaluate ``categories`` one after the other; a category that raises is recorded and the others still run.
 
     Args:
         root: dataset root (MVTec layout); categories: folder names under it.
+        load_category: ``load_category(name)`` -> a category object with the MVTecCategory interface (a benchmark
+            suite's reader); default: the MVTec-layout folder ``root/name``. Called inside the per-category
+            error handling, so a category that cannot be read is recorded as failed.
+        preset_for: ``preset_for(name)`` -> the preset to use for that category (default: ``kwargs["preset"]``).
+        extra_settings: more settings to record and require equal on resume (e.g. the suite name).
         tsize, out_dir, progress, kwargs: as in :func:`evaluate_category`.
         json_path: results file, rewritten atomically after every category, so an interrupted run loses at most
             the category it was on.
@@ -239,7 +325,7 @@ def evaluate_dataset(root, categories, *, tsize: int | None = 60, json_path=None
     """
     from .bank import atomic_write_text
 
-    settings = eval_settings(tsize=tsize, **kwargs)
+    settings = {**eval_settings(tsize=tsize, **kwargs), **(extra_settings or {})}
     if resume and json_path is None:
         raise ValueError("evaluate_dataset: resume needs a results file (json_path)")
     path = None if json_path is None else Path(json_path)
@@ -255,7 +341,12 @@ def evaluate_dataset(root, categories, *, tsize: int | None = 60, json_path=None
                 bar.update(1)
                 continue
             try:
-                result = evaluate_category(root, cat, tsize=tsize, out_dir=out_dir, progress=progress, **kwargs)
+                data = None if load_category is None else load_category(cat)
+                args = kwargs if preset_for is None else {**kwargs, "preset": preset_for(cat)}
+                t0 = time.perf_counter()
+                result = evaluate_category(root, cat, tsize=tsize, out_dir=out_dir, progress=progress, data=data,
+                                           **args)
+                result["wall_s"] = round(time.perf_counter() - t0, 4)
             except Exception as exc:  # recorded with its type and message; the remaining categories still run
                 doc["categories"].pop(cat, None)
                 doc["failed"][cat] = _error_record(exc)
@@ -288,4 +379,77 @@ def format_table(results: dict[str, dict]) -> str:
             f"{_fmt(r['aupro'], '.3f')} | {_fmt(r['paper_pro'], '.1f')} | {_fmt(r['f1_max'], '.3f')} | "
             f"{t['templates']:.1f} | {_fmt(t.get('pts'), '.1f')} | {t['predict_per_image']:.3f} |"
         )
+    return "\n".join(lines)
+
+
+#: The metrics of the benchmark table and of :func:`format_comparison`, with their column titles.
+BENCHMARK_METRICS = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"),
+                     ("aupimo", "AUPIMO"))
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def format_benchmark_table(results: dict[str, dict]) -> str:
+    """A paper-style Markdown table: per category image AUROC, pixel AUROC, AUPRO and AUPIMO, the wall seconds
+    of each stage (templates = the backbone pass over the training images, PTS, predict = reading, backbone and
+    matching of every test image) and test images per second of predict; then a mean row.
+
+    The mean row averages each metric over the categories that have it (``n/N`` says how many when some lack
+    it), totals the stage times and divides all test images by the total predict time. "–" marks a value that
+    was not computed."""
+    head = ("| category | templates | " + " | ".join(t for _, t in BENCHMARK_METRICS)
+            + " | templates s | PTS s | predict s | img/s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, r in results.items():
+        t = r["timings"]
+        bank = f"ALL ({r['n_train']})" if r["tsize"] is None else f"PTS-{r['tsize']} of {r['n_train']}"
+        rate = r["n_test"] / t["predict"] if t.get("predict") else None
+        lines.append(f"| {name} | {bank} | " + " | ".join(_fmt(r.get(k), ".3f") for k, _ in BENCHMARK_METRICS)
+                     + f" | {t['templates']:.1f} | {_fmt(t.get('pts'), '.1f')} | {t['predict']:.1f} | "
+                       f"{_fmt(rate, '.2f')} |")
+    if results:
+        cells = []
+        for key, _ in BENCHMARK_METRICS:
+            have = [r.get(key) for r in results.values() if r.get(key) is not None]
+            cell = _fmt(_mean(have), ".3f")
+            if have and len(have) < len(results):
+                cell += f" ({len(have)}/{len(results)})"
+            cells.append(cell)
+        total = {k: sum(r["timings"].get(k, 0.0) for r in results.values()) for k in ("templates", "pts", "predict")}
+        n_test = sum(r["n_test"] for r in results.values())
+        lines.append(f"| **mean** ({len(results)} categories) | | " + " | ".join(cells)
+                     + f" | {total['templates']:.1f} | {total['pts']:.1f} | {total['predict']:.1f} | "
+                       f"{_fmt(n_test / total['predict'] if total['predict'] else None, '.2f')} |")
+    return "\n".join(lines)
+
+
+def format_comparison(results: dict[str, dict], other: dict, other_name: str = "other") -> str:
+    """Per-category and mean differences (this run minus ``other``) of the :data:`BENCHMARK_METRICS`, as a
+    Markdown table. ``other`` is another run's results record (its ``"categories"``). A category in only one of
+    the two gets a row saying which; a metric missing on either side gives "–". The mean row averages each
+    metric's differences over the categories where both runs have it."""
+    theirs = other.get("categories", {}) if isinstance(other, dict) else {}
+    head = "| category | " + " | ".join(f"Δ {t}" for _, t in BENCHMARK_METRICS) + " | note |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+
+    def delta(a, b):
+        return None if a is None or b is None else a - b
+
+    for name in list(results) + [n for n in theirs if n not in results]:
+        if name not in theirs:
+            lines.append(f"| {name} | " + " | ".join("–" for _ in BENCHMARK_METRICS) + " | only in this run |")
+            continue
+        if name not in results:
+            lines.append(f"| {name} | " + " | ".join("–" for _ in BENCHMARK_METRICS) + f" | only in {other_name} |")
+            continue
+        lines.append(f"| {name} | " + " | ".join(_fmt(delta(results[name].get(k), theirs[name].get(k)), "+.3f")
+                                                  for k, _ in BENCHMARK_METRICS) + " | |")
+    both = [n for n in results if n in theirs]
+    if both:
+        cells = [_fmt(_mean([delta(results[n].get(k), theirs[n].get(k)) for n in both]), "+.3f")
+                 for k, _ in BENCHMARK_METRICS]
+        lines.append(f"| **mean** ({len(both)} in both) | " + " | ".join(cells) + " | |")
     return "\n".join(lines)
