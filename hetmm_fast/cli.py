@@ -13,6 +13,7 @@ EPILOG = """examples:
   hetmm-fast select bottle.hetmm --tsize 60
   hetmm-fast predict bottle.hetmm data/bottle/test/broken_large --out preds/
   hetmm-fast eval --data ../shared/data --category kolektorsdd --tsize 60 --json results.json
+  hetmm-fast benchmark --suite visa --data VisA/ --json visa.json --resume   # every category, resumable
   hetmm-fast info
 """
 
@@ -103,6 +104,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write results as JSON to this file (rewritten after every category)")
     p.add_argument("--resume", action="store_true",
                    help="skip the categories that --json FILE records as finished with the same settings")
+    p.add_argument("--out", default=None, help="folder for evaluation plots and heatmap overlays")
+    _model_args(p, with_category=False)
+
+    p = sub.add_parser("benchmark", help="evaluate every category of a public benchmark suite: paper-style table")
+    p.add_argument("--suite", required=True, choices=("mvtec_ad", "visa", "mpdd", "btad", "mvtec_loco",
+                                                      "sd_saliency_900"), help="dataset and its layout")
+    p.add_argument("--data", required=True, help="the suite's root folder")
+    p.add_argument("--category", action="append", default=None,
+                   help="category to evaluate (repeatable; default: every category the suite finds under --data)")
+    p.add_argument("--tsize", type=_tsize, default=60, help="PTS size K, or 'all' for the ALL set (default 60)")
+    p.add_argument("--json", default=None, help="results file, rewritten after every category (the table goes "
+                   "next to it as .md)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip the categories that --json FILE records as finished with the same settings")
+    p.add_argument("--compare", default=None, metavar="FILE",
+                   help="print per-category and mean differences to another run's results JSON")
     p.add_argument("--out", default=None, help="folder for evaluation plots and heatmap overlays")
     _model_args(p, with_category=False)
 
@@ -272,6 +289,81 @@ def cmd_eval(args) -> int:
     return 1 if any(c in doc["failed"] for c in cats) else 0
 
 
+def cmd_benchmark(args) -> int:
+    """Evaluate a suite's categories one after the other with a progress line each, print the paper-style table
+    (and the differences to ``--compare FILE``), write ``--json`` after every category and the table beside it.
+    ``--preset paper`` applies to the 15 MVTec AD categories only; other categories and suites run the default
+    preset (said on stderr for other suites; each result records the preset it ran)."""
+    import json
+
+    from .bank import atomic_write_text
+    from .data.suites import get_suite
+    from .evaluate import evaluate_dataset, format_benchmark_table, format_comparison
+    from .presets import PAPER_MVTEC
+
+    suite = get_suite(args.suite)
+    if args.resume and not args.json:
+        raise ValueError("--resume needs --json FILE (the results file to continue)")
+    other = None
+    if args.compare:
+        try:
+            other = json.loads(Path(args.compare).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"--compare: cannot read results file '{args.compare}' ({exc})") from exc
+    cats = args.category or suite.categories(args.data)
+    if not cats:
+        raise FileNotFoundError(f"no {suite.title} categories under '{args.data}'")
+    preset = args.preset
+    if preset == "paper" and not suite.paper_preset:
+        print(f"hetmm-fast benchmark: the paper preset is the published MVTec AD table; {suite.title} runs the "
+              "default preset", file=sys.stderr)
+        preset = "default"
+    kwargs = dict(backbone=args.backbone, preset=preset, image_size=args.image_size, device=args.device,
+                  weights=args.weights, backend=args.backend,
+                  detector_kwargs={"batch_size": args.batch_size, **_dtype_kwargs(args)})
+    done = [0]
+
+    def fmt(v) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    def report(cat: str, status: str, r: dict) -> None:
+        done[0] += 1
+        head = f"[{done[0]}/{len(cats)}] {cat}:"
+        if status == "failed":
+            print(f"{head} FAILED ({r['type']}: {r['message']})", flush=True)
+            return
+        t = r["timings"]
+        print(f"{head} image AUROC {fmt(r['image_auroc'])}  pixel AUROC {fmt(r['pixel_auroc'])}  AUPRO "
+              f"{fmt(r['aupro'])}  ({t['templates']:.1f} s templates, {t.get('pts', 0.0):.1f} s PTS, "
+              f"{t['predict']:.1f} s predict)" + (f" (finished earlier, kept from {args.json})"
+                                                   if status == "resumed" else ""), flush=True)
+
+    # The suite name is recorded among the settings so that --resume refuses another suite's file.
+    doc = evaluate_dataset(args.data, cats, tsize=args.tsize, json_path=args.json, resume=args.resume,
+                           out_dir=args.out, progress=not args.quiet, on_category=report,
+                           load_category=lambda name: suite.category(args.data, name),
+                           preset_for=lambda name: "paper" if preset == "paper" and name in PAPER_MVTEC
+                           else "default", extra_settings={"suite": suite.name}, **kwargs)
+    results = {c: doc["categories"][c] for c in cats if c in doc["categories"]}
+    table = f"{suite.title}, {kwargs['backbone']}, preset {preset}, {args.image_size} px\n\n" + \
+        format_benchmark_table(results)
+    print(table)
+    if other is not None:
+        print(f"\ndifferences to {args.compare} (this run minus that one):\n")
+        print(format_comparison(results, other, other_name=args.compare))
+    if args.json:
+        md = Path(args.json).with_suffix(".md")
+        atomic_write_text(md, table + "\n")
+        print(f"wrote {args.json} and {md}")
+    failed = [c for c in cats if c in doc["failed"]]
+    if failed:
+        where = f"; errors recorded in {args.json}, rerun with --resume to evaluate only these" if args.json else ""
+        print(f"failed: {len(failed)} of {len(cats)} categories: "
+              + ", ".join(f"{c} ({doc['failed'][c]['type']})" for c in failed) + where, file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .data.synthetic import SYNTHETIC_CATEGORIES, make_dataset
 
@@ -326,8 +418,8 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"fit": cmd_fit, "select": cmd_select, "predict": cmd_predict, "eval": cmd_eval, "demo": cmd_demo,
-            "info": cmd_info}
+COMMANDS = {"fit": cmd_fit, "select": cmd_select, "predict": cmd_predict, "eval": cmd_eval,
+            "benchmark": cmd_benchmark, "demo": cmd_demo, "info": cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:
