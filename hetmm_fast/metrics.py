@@ -7,6 +7,7 @@
     f1_max(y_true, y_score)                best F1 over all thresholds (any matching shapes, flattened)
     roc_curve(y_true, y_score)             (fpr, tpr) for plots
     pro_curve(masks, maps, fpr_limit=None) (fpr, pro) for plots
+    aupimo(masks, maps, fpr_bounds=(1e-5, 1e-4))  per-image AUPIMO of the anomalous images, and their mean
 
 Inputs may be numpy arrays or torch Tensors (any device; they are copied to host memory). Labels and masks are
 bool or exactly 0/1. Scores keep their floating precision (float16/bfloat16 become float32, integers float64), so a
@@ -14,20 +15,22 @@ float32 map costs 4 bytes per pixel and is never widened as a whole.
 
 Every metric is exact: a prediction is ``score >= t`` and each distinct score is one threshold, so tied scores move
 together, exactly as in scikit-learn (the paper PRO is the one exception: it uses its own 300 thresholds and
-``score > t``, as published). No Python loop visits pixels or thresholds: each class is copied and sorted in place
-(numpy's vectorised sort), then counts at any threshold are binary searches (``searchsorted``) and weighted counts
-are cumulative sums; AUPRO walks the distinct normal scores in chunks instead of materialising its curve. Peak extra
-memory is about one copy of the scores plus a few bytes per pixel (28 bytes per defect pixel for PRO weights).
+``score > t``, as published; :func:`aupimo` also takes a threshold grid, on request). No Python loop visits pixels
+or thresholds: each class is copied and sorted in place (numpy's vectorised sort), then counts at any threshold
+are binary searches (``searchsorted``) and weighted counts are cumulative sums; AUPRO walks the distinct normal
+scores in chunks instead of materialising its curve. Peak extra memory is about one copy of the scores plus a few
+bytes per pixel (28 bytes per defect pixel for PRO weights).
 """
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-__all__ = ["aupro", "f1_max", "image_auroc", "paper_pro", "pixel_auroc", "pro_curve", "roc_curve"]
+__all__ = ["aupimo", "aupro", "f1_max", "image_auroc", "paper_pro", "pixel_auroc", "pro_curve", "roc_curve"]
 
 # Elements handled per vectorised step when streaming: bounds each int64/float64 temporary to 8 MiB.
 _CHUNK = 1 << 20
@@ -447,3 +450,173 @@ def paper_pro(masks, maps, num_thresholds: int = 300, fpr_limit: float = 0.3) ->
     fpr = (fpr - fpr.min()) / (fpr.max() - fpr.min() + 1e-5)
     pro = (pro - pro.min()) / (pro.max() - pro.min() + 1e-5)
     return float(np.trapezoid(pro, fpr) * 100.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-image overlap (PIMO) and its area (AUPIMO)
+# ---------------------------------------------------------------------------------------------------------------
+def _check_fpr_bounds(fn: str, fpr_bounds) -> tuple[float, float]:
+    ok = isinstance(fpr_bounds, (tuple, list)) and len(fpr_bounds) == 2 and all(
+        not isinstance(v, bool) and isinstance(v, (int, float, np.floating)) for v in fpr_bounds)
+    if not ok or not 0.0 < fpr_bounds[0] < fpr_bounds[1] <= 1.0:
+        raise ValueError(f"{fn}: fpr_bounds must be two numbers (lower, upper) with 0 < lower < upper <= 1, "
+                         f"got {fpr_bounds!r}")
+    return float(fpr_bounds[0]), float(fpr_bounds[1])
+
+
+def _check_num_thresholds(fn: str, num_thresholds) -> int | None:
+    if num_thresholds is None:
+        return None
+    if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, (int, np.integer)) or num_thresholds < 2:
+        raise ValueError(f"{fn}: num_thresholds must be None (exact curve) or an int >= 2, got {num_thresholds!r}")
+    return int(num_thresholds)
+
+
+def _pimo_vertices(neg: np.ndarray, upper: float, num_thresholds: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Thresholds (descending) and the count of normal pixels predicted at each, from the highest normal score down
+    to the first threshold whose shared FPR reaches ``upper`` (exact) or over the whole grid. neg: ascending."""
+    if num_thresholds is None:
+        # Between two distinct normal scores the shared FPR is constant, so only they can be vertices.
+        tail = neg[_tail_start(neg, upper):][::-1]
+        starts = np.concatenate([[0], np.flatnonzero(tail[1:] != tail[:-1]) + 1])
+        return tail[starts], np.cumsum(np.diff(np.append(starts, tail.size)))
+    t = np.linspace(float(neg[0]), float(neg[-1]), num_thresholds)[::-1]
+    return t, neg.size - np.searchsorted(neg, t, side="left")
+
+
+def aupimo(masks, maps, *, fpr_bounds: tuple[float, float] = (1e-5, 1e-4), num_thresholds: int | None = None) -> dict:
+    """AUPIMO (Bertoldo, Ameln, Vaidya, Akcay, BMVC 2024, arXiv 2401.01984): per-image recall of each anomalous image
+    at the thresholds where the normal images have a shared FPR between ``fpr_bounds``, averaged in log FPR.
+
+    An image is normal iff its mask is empty. For a threshold t (prediction ``score >= t``):
+
+    - shared FPR(t) = mean over the normal images of their per-image FPR (share of their pixels predicted). All
+      images have H x W pixels, so this is also the share of all normal-image pixels predicted. Pixels outside the
+      masks of anomalous images play no part.
+    - TPR_i(t) = share of the mask pixels of anomalous image i predicted (its "overlap").
+
+    PIMO curve of image i: the points (log10 shared FPR(t), TPR_i(t)) for every distinct score t (tied scores move
+    together), joined by straight lines in that log-linear plane. AUPIMO_i = its area over [log10 lower, log10 upper]
+    divided by ``log10(upper / lower)``, in [0, 1]: the curve is cut at exactly the two bounds by linear
+    interpolation in log10 FPR. An image whose mask pixels all score at least ``t_lower`` (below: ``thresholds``; a
+    perfect detector's do) gets 1, one whose mask pixels all score below ``t_upper`` gets 0.
+
+    Differences from anomalib's ``aupimo_scores`` (which this otherwise follows: shared FPR = mean per-image FPR on
+    normal images, ``score >= t``, trapezoids in log FPR normalised by the bounds' log width, NaN for normal images):
+    anomalib evaluates 300 000 thresholds evenly spaced between the normal images' min and max score and integrates
+    between the two grid points whose shared FPR is nearest each bound (warning when it misses by over 1%), so its
+    value carries a grid and a snapping error; here the curve is exact and cut at the bounds. anomalib raises when
+    the bounds are not resolved; here the result is NaN with a warning and a ``reason`` (see Returns).
+
+    Args:
+        masks: ``[N, H, W]`` bool or 0/1 ground truth; at least one image must be normal (all false).
+        maps: ``[N, H, W]`` real anomaly maps.
+        fpr_bounds: ``(lower, upper)`` shared-FPR integration range, ``0 < lower < upper <= 1``.
+        num_thresholds: None (default): the exact curve, one vertex per distinct normal-image score. An int K >= 2:
+            only the K thresholds ``np.linspace(min, max, K)`` (float64) of the normal-image scores are vertices, as
+            in anomalib (which uses K = 300 000); between grid points the curve is replaced by a chord.
+
+    Returns:
+        A dict:
+
+        - ``"mean"``: mean AUPIMO of the anomalous images (float), None when there is none; NaN when undefined.
+        - ``"per_image"``: one entry per input image, in order: None for a normal image, a float for an anomalous
+          one.
+        - ``"fpr_bounds"``: ``(lower, upper)``.
+        - ``"thresholds"``: ``(t_upper, t_lower)``: t_upper = the highest threshold with shared FPR >= upper,
+          t_lower = the lowest vertex (normal-image score, or grid point) with shared FPR <= lower (``score >=
+          t_lower`` keeps the normal images within ``lower``); the curve between them is what is integrated. None
+          when undefined.
+        - ``"shared_fpr"``: the shared FPR at those two thresholds, or None.
+        - ``"num_points"``: distinct shared-FPR values strictly inside the bounds (the curve's resolution there: few
+          points mean few normal pixels in the range, a coarse but exact curve).
+        - ``"reason"``: None, or why the values are NaN / None.
+
+        Undefined (NaN for every anomalous image, with a ``RuntimeWarning``): when even the highest normal-image
+        score is shared by more than ``lower`` x (normal pixels) pixels, e.g. fewer than ``1 / lower`` normal pixels
+        (100 000 for the default bounds) or a constant normal map: no threshold gives a shared FPR in
+        ``(0, lower]``, so the curve does not reach the lower bound (it jumps there from FPR 0, log10 = -inf).
+
+    Raises:
+        ValueError: bad shapes or values (NaN/inf maps, non-binary masks), bad ``fpr_bounds`` or ``num_thresholds``,
+            or no normal image (the shared FPR is measured on normal images).
+
+    Cost: one in-place sort of a copy of the normal-image scores; the vertices from the top down to ``upper`` (at
+    most ``upper`` x (normal pixels) + 1 of them when exact) are walked in chunks, each turned into two cumulative
+    sums of segment weights that every mask pixel reads with two binary searches, so no per-image curve is ever
+    built. Extra memory: about one copy of the normal-image scores and of the mask scores, plus about 100 bytes per
+    vertex of one chunk (at most 2^20 vertices).
+    """
+    fn = "aupimo"
+    lower, upper = _check_fpr_bounds(fn, fpr_bounds)
+    num_thresholds = _check_num_thresholds(fn, num_thresholds)
+    y = _as_labels(fn, "masks", masks)
+    s = _as_scores(fn, "maps", maps)
+    _check_shapes(fn, "masks", y, "maps", s, 3, "[N, H, W]")
+    n_img = y.shape[0]
+    y = y.reshape(n_img, -1)
+    s = s.reshape(n_img, -1)
+    anomalous = np.flatnonzero(y.any(axis=1))
+    normal = np.flatnonzero(~y.any(axis=1))
+    if normal.size == 0:
+        raise ValueError(f"{fn}: no normal image (all {n_img} masks have defect pixels); the shared FPR is measured on "
+                         f"normal images, at least one is needed")
+    out = {"mean": None, "per_image": [None] * n_img, "fpr_bounds": (lower, upper), "thresholds": None,
+           "shared_fpr": None, "num_points": 0, "reason": None}
+    if anomalous.size == 0:
+        out["reason"] = "no anomalous image (every mask is empty)"
+        return out
+
+    neg = s[normal].reshape(-1)  # fancy indexing copies
+    neg.sort()
+    n_neg = neg.size
+    t, n_fp = _pimo_vertices(neg, upper, num_thresholds)
+    x = np.log10(n_fp / n_neg)  # non-decreasing; n_fp >= 1 since every vertex is <= the highest normal score
+    x_lo, x_hi = math.log10(lower), math.log10(upper)
+    if x[0] > x_lo:
+        out["reason"] = (f"the shared FPR never lies in (0, {lower:g}]: the highest normal-image score "
+                         f"{float(t[0]):g} is held by {int(n_fp[0])} of the {n_neg} normal-image pixels "
+                         f"(shared FPR {n_fp[0] / n_neg:.3g}), so the curve does not reach the lower bound")
+        warnings.warn(f"{fn}: AUPIMO is undefined (NaN): {out['reason']}", RuntimeWarning, stacklevel=2)
+        for i in anomalous:
+            out["per_image"][i] = math.nan
+        out["mean"] = math.nan
+        return out
+
+    # Vertex k >= 1 closes the segment from vertex k - 1; the segments k_first..k_last are those meeting the range.
+    k_first = int(np.searchsorted(x, x_lo, side="right"))
+    k_last = min(int(np.searchsorted(x, x_hi, side="left")), x.size - 1)
+    pos = [s[i][y[i]] for i in anomalous]
+    area = np.zeros(anomalous.size)  # in log10 FPR x TPR
+    n_segments = 0
+    for c in range(k_first, k_last + 1, _CHUNK):
+        k = np.arange(c, min(c + _CHUNK, k_last + 1))
+        x0, x1 = x[k - 1], x[k]
+        keep = x1 > x0  # a grid can repeat an FPR; such segments are vertical, of no width
+        k, x0, x1 = k[keep], x0[keep], x1[keep]
+        n_segments += k.size
+        p, q = np.maximum(x0, x_lo), np.minimum(x1, x_hi)
+        # The trapezoid over [p, q] of the line from (x0, y0) to (x1, y1) is w0 * y0 + w1 * y1.
+        half = (q - p) / 2
+        w1 = half * ((p - x0) + (q - x0)) / (x1 - x0)
+        w0 = 2 * half - w1
+        # y1 = TPR(>= t[k]). y0: exact, the TPR just above t[k] (between two normal scores the TPR rises at constant
+        # FPR, a vertical piece); on a grid, the TPR at the previous vertex. So a mask pixel of score v adds w1 of
+        # every segment with t[k] <= v, and w0 of those with t[k] < v (exact) or t[k - 1] <= v (grid): suffixes of
+        # the descending thresholds, read from cumulative sums taken from the low end.
+        t1 = t[k][::-1]
+        t0, side0 = (t1, "left") if num_thresholds is None else (t[k - 1][::-1], "right")
+        cum0 = np.concatenate([[0.0], np.cumsum(w0[::-1])])
+        cum1 = np.concatenate([[0.0], np.cumsum(w1[::-1])])
+        for j, v in enumerate(pos):
+            area[j] += (cum0[np.searchsorted(t0, v, side=side0)].sum()
+                        + cum1[np.searchsorted(t1, v, side="right")].sum()) / v.size
+    # Rounding can only push the result out of [0, 1] by a few ulps.
+    values = np.clip(area / (x_hi - x_lo), 0.0, 1.0)
+    for i, v in zip(anomalous, values):
+        out["per_image"][i] = float(v)
+    out["mean"] = float(np.mean(values))
+    out["thresholds"] = (float(t[k_last]), float(t[k_first - 1]))
+    out["shared_fpr"] = (float(n_fp[k_last] / n_neg), float(n_fp[k_first - 1] / n_neg))
+    out["num_points"] = max(n_segments - 1, 0)
+    return out
