@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "../optics_labels/optics_labels.h"
+#include "pts_select_core.h"
 
 namespace hetmm {
 
@@ -45,13 +46,13 @@ void gram_f64(const double* xt, int64_t C, int64_t N, int64_t ld, double* G);
 // Reusable per-thread buffers for pts_choose.
 struct PtsWorkspace {
     std::vector<double> dp;
-    std::vector<int64_t> rank_of_label, count, start, members;
+    std::vector<int64_t> rank_of_label, cursor, start, members;
     std::vector<uint8_t> taken;
     void resize(int64_t n);
 };
 
 // Steps 3-4 for one pixel: G [N, N] with row stride ld (symmetric), labels [N] (-1 = noise, clusters >= 0, < N).
-// Writes the K choices to chosen[k * stride].
+// Writes the K choices to chosen[k * stride]. The sequential loops around the rules of pts_select_core.h.
 void pts_choose(const double* G, int64_t ld, int64_t N, const int64_t* labels, int64_t K, PtsWorkspace& ws,
                 int64_t* chosen, int64_t stride);
 

@@ -523,7 +523,7 @@ void PtsWorkspace::resize(int64_t n) {
     const size_t un = static_cast<size_t>(n);
     dp.resize(un);
     rank_of_label.resize(un);
-    count.resize(un + 1);
+    cursor.resize(un);
     start.resize(un + 1);
     members.resize(un);
     taken.resize(un);
@@ -532,26 +532,12 @@ void PtsWorkspace::resize(int64_t n) {
 void pts_choose(const double* G, int64_t ld, int64_t N, const int64_t* labels, int64_t K, PtsWorkspace& ws,
                 int64_t* chosen, int64_t stride) {
     ws.resize(N);
-    int64_t* rank_of_label = ws.rank_of_label.data();
-    int64_t* count = ws.count.data();
     int64_t* start = ws.start.data();
     int64_t* members = ws.members.data();
     double* dp = ws.dp.data();
     uint8_t* taken = ws.taken.data();
-
-    // Clusters ranked by first appearance over i = 0..N-1; members bucketed by rank, ascending i.
-    std::fill(rank_of_label, rank_of_label + N, int64_t(-1));
-    int64_t n_clusters = 0;
-    for (int64_t i = 0; i < N; ++i)
-        if (labels[i] >= 0 && rank_of_label[labels[i]] < 0) rank_of_label[labels[i]] = n_clusters++;
-    std::fill(count, count + n_clusters + 1, int64_t(0));
-    for (int64_t i = 0; i < N; ++i)
-        if (labels[i] >= 0) ++count[rank_of_label[labels[i]]];
-    start[0] = 0;
-    for (int64_t r = 0; r < n_clusters; ++r) start[r + 1] = start[r] + count[r];
-    std::copy(start, start + n_clusters, count);  // reused as fill cursors
-    for (int64_t i = 0; i < N; ++i)
-        if (labels[i] >= 0) members[count[rank_of_label[labels[i]]]++] = i;
+    const int64_t n_clusters =
+        pts_bucket_clusters(labels, N, ws.rank_of_label.data(), ws.cursor.data(), start, members);
 
     int64_t n_chosen = 0;
     std::fill(taken, taken + N, uint8_t(0));
@@ -561,17 +547,15 @@ void pts_choose(const double* G, int64_t ld, int64_t N, const int64_t* labels, i
         taken[j] = 1;
     };
 
-    // Easy normals: the medoid of each cluster (largest within-cluster similarity sum, ties to the smallest index).
+    // Easy normals: the prototype of each cluster.
     for (int64_t r = 0; r < n_clusters && n_chosen < K; ++r) {
         const int64_t* m = members + start[r];
         const int64_t size = start[r + 1] - start[r];
         int64_t best_j = -1;
         double best = 0.0;
         for (int64_t a = 0; a < size; ++a) {
-            const double* row = G + m[a] * ld;
-            double s = 0.0;
-            for (int64_t b = 0; b < size; ++b) s += row[m[b]];
-            if (best_j < 0 || s > best) {
+            const double s = pts_cluster_similarity(G + m[a] * ld, m, size);
+            if (best_j < 0 || better<true>(s, m[a], best, best_j)) {
                 best = s;
                 best_j = m[a];
             }
@@ -579,13 +563,11 @@ void pts_choose(const double* G, int64_t ld, int64_t N, const int64_t* labels, i
         take(best_j);
     }
     if (n_clusters == 0) {
-        int64_t best_j = 0;
+        int64_t best_j = -1;
         double best = 0.0;
         for (int64_t j = 0; j < N; ++j) {
-            const double* row = G + j * ld;
-            double s = 0.0;
-            for (int64_t k = 0; k < N; ++k) s += row[k];
-            if (j == 0 || s > best) {
+            const double s = pts_total_similarity(G + j * ld, N);
+            if (best_j < 0 || better<true>(s, j, best, best_j)) {
                 best = s;
                 best_j = j;
             }
@@ -593,21 +575,15 @@ void pts_choose(const double* G, int64_t ld, int64_t N, const int64_t* labels, i
         take(best_j);
     }
 
-    // Hard normals. G is symmetric, so "add column s" reads row s. Chosen indices hold +inf in dp (inf + finite
-    // stays inf), so the argmin needs no test for them; the other entries are exactly the sums of the definition.
-    std::fill(dp, dp + N, 0.0);
-    for (int64_t t = 0; t < n_chosen; ++t) {
-        const double* row = G + chosen[t * stride] * ld;
-        for (int64_t i = 0; i < N; ++i) dp[i] += row[i];
-    }
+    // Hard normals. Chosen indices hold +inf in dp (inf + finite stays inf), so the argmin needs no test for them;
+    // the other entries are exactly pts_chosen_similarity.
     const double inf = std::numeric_limits<double>::infinity();
-    for (int64_t i = 0; i < N; ++i)
-        if (taken[i]) dp[i] = inf;
+    for (int64_t i = 0; i < N; ++i) dp[i] = taken[i] ? inf : pts_chosen_similarity(G, ld, chosen, stride, n_chosen, i);
     while (n_chosen < K) {
         int64_t best_i = 0;
         double best = dp[0];
         for (int64_t i = 1; i < N; ++i) {
-            if (dp[i] < best) {
+            if (better<false>(dp[i], i, best, best_i)) {
                 best = dp[i];
                 best_i = i;
             }

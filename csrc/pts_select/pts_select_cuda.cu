@@ -9,15 +9,17 @@
 // and OPTICS could break a near-tie differently; equal partitions are the contract. A category at N = 400 (layers
 // 256x64x64, 512x32x32, 1024x16x16) is 0.59 TFLOP of float64, against the H200's 34 TFLOP/s FP64 vector peak
 // (NVIDIA H200 datasheet).
-// pts_choose_kernel: one block of 128 threads per pixel. Thread 0 buckets the cluster members by first appearance
-// (O(N)); each medoid is an argmax over the cluster's members of an ascending-order row sum (one member per thread,
-// O(|cluster|^2) reads), then the greedy hard normals: per step an argmin of dp over the unchosen points (ties to
-// the smallest index) and dp += G[chosen] (thread-owned entries, one barrier per step).
+// pts_choose_kernel: one block of 128 threads per pixel runs the choice of pts_select_core.h, the CPU engine's rules.
+// Thread 0 buckets the cluster members by first appearance (O(N)); each prototype is an argmax over the cluster's
+// members of pts_cluster_similarity (one member per thread, O(|cluster|^2) reads), then the greedy hard normals: per
+// step an argmin of dp over the unchosen points (block reduction in the order of `better`) and dp += G[chosen]
+// (thread-owned entries, one barrier per step).
 #include "pts_select_cuda.h"
 
 #include <algorithm>
 
 #include "../common/cuda_device.cuh"
+#include "pts_select_core.h"
 
 namespace hetmm {
 namespace {
@@ -114,37 +116,20 @@ __global__ void __launch_bounds__(kChooseThreads) pts_choose_kernel(const double
   const int64_t* lab = labels + p * N;
   int64_t* outp = out + p * K;
 
-  if (tid == 0) {  // clusters ranked by first appearance; members bucketed by rank in ascending index order
-    for (int i = 0; i < N; ++i) sm.rank[i] = -1;
-    int nc = 0;
-    for (int i = 0; i < N; ++i)
-      if (lab[i] >= 0 && sm.rank[lab[i]] < 0) sm.rank[lab[i]] = nc++;
-    for (int r = 0; r <= nc; ++r) sm.start[r] = 0;
-    for (int i = 0; i < N; ++i)
-      if (lab[i] >= 0) ++sm.start[sm.rank[lab[i]] + 1];
-    for (int r = 0; r < nc; ++r) {
-      sm.start[r + 1] += sm.start[r];
-      sm.cursor[r] = sm.start[r];
-    }
-    for (int i = 0; i < N; ++i)
-      if (lab[i] >= 0) sm.members[sm.cursor[sm.rank[lab[i]]]++] = i;
-    *sm.n_clusters = nc;
-  }
+  if (tid == 0) *sm.n_clusters = pts_bucket_clusters(lab, N, sm.rank, sm.cursor, sm.start, sm.members);
   for (int i = tid; i < N; i += nt) sm.taken[i] = 0;
   cu::block_sync();
 
   const int nc = *sm.n_clusters;
   int n_chosen = 0, parity = 0;
-  // Easy normals: per cluster the member with the largest ascending-order similarity sum (ties: smallest index).
+  // Easy normals: per cluster the prototype, its members' scores spread over the block.
   for (int r = 0; r < nc && n_chosen < K; ++r) {
     const int* m = sm.members + sm.start[r];
     const int size = sm.start[r + 1] - sm.start[r];
     double best = -cu::kInfinity;
     int best_j = cu::kNoIndex;
     for (int a = tid; a < size; a += nt) {
-      const double* row = gp + static_cast<int64_t>(m[a]) * N;
-      double s = 0.0;
-      for (int b = 0; b < size; ++b) s += row[m[b]];
+      const double s = pts_cluster_similarity(gp + static_cast<int64_t>(m[a]) * N, m, size);
       if (best_j == cu::kNoIndex || better<true>(s, m[a], best, best_j)) {
         best = s;
         best_j = m[a];
@@ -163,9 +148,7 @@ __global__ void __launch_bounds__(kChooseThreads) pts_choose_kernel(const double
     double best = -cu::kInfinity;
     int best_j = cu::kNoIndex;
     for (int j = tid; j < N; j += nt) {
-      const double* row = gp + static_cast<int64_t>(j) * N;
-      double s = 0.0;
-      for (int k = 0; k < N; ++k) s += row[k];
+      const double s = pts_total_similarity(gp + static_cast<int64_t>(j) * N, N);
       if (best_j == cu::kNoIndex || better<true>(s, j, best, best_j)) {
         best = s;
         best_j = j;
@@ -182,12 +165,8 @@ __global__ void __launch_bounds__(kChooseThreads) pts_choose_kernel(const double
   }
   cu::block_sync();
 
-  // Hard normals: dp[i] = sum over the chosen s, in choice order, of G[s, i] (G is exactly symmetric).
-  for (int i = tid; i < N; i += nt) {
-    double v = 0.0;
-    for (int t = 0; t < n_chosen; ++t) v += gp[static_cast<int64_t>(sm.chosen[t]) * N + i];
-    sm.dp[i] = v;
-  }
+  // Hard normals: dp[i] = pts_chosen_similarity, thread-owned entries; per step an argmin over the block.
+  for (int i = tid; i < N; i += nt) sm.dp[i] = pts_chosen_similarity(gp, N, sm.chosen, 1, n_chosen, i);
   while (n_chosen < K) {
     double best = cu::kInfinity;
     int best_i = cu::kNoIndex;

@@ -44,15 +44,16 @@ std::vector<double> clustered(int64_t n, int64_t dim, int64_t clusters, double s
   return x;
 }
 
-// Gram matrix with the CPU engine's arithmetic (one FMA chain per entry, ascending channels).
+// Gram matrix [n][n] of x [n][dim] by the CPU engine (gram_f64 on the packed features, zero padding up to ld).
 std::vector<double> gram(const std::vector<double>& x, int64_t n, int64_t dim) {
+  const int64_t ld = hetmm::gram_ld(n);
+  std::vector<double> xt(static_cast<size_t>(dim * ld), 0.0), G(static_cast<size_t>(ld * ld));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t d = 0; d < dim; ++d) xt[static_cast<size_t>(d * ld + i)] = x[static_cast<size_t>(i * dim + d)];
+  hetmm::gram_f64(xt.data(), dim, n, ld, G.data());
   std::vector<double> g(static_cast<size_t>(n * n));
   for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < n; ++j) {
-      double acc = 0.0;
-      for (int64_t d = 0; d < dim; ++d) acc = std::fma(x[i * dim + d], x[j * dim + d], acc);
-      g[i * n + j] = acc;
-    }
+    for (int64_t j = 0; j < n; ++j) g[static_cast<size_t>(i * n + j)] = G[static_cast<size_t>(i * ld + j)];
   return g;
 }
 
