@@ -420,7 +420,8 @@ def format_benchmark_table(results: dict[str, dict]) -> str:
             cells.append(cell)
         total = {k: sum(r["timings"].get(k, 0.0) for r in results.values()) for k in ("templates", "pts", "predict")}
         n_test = sum(r["n_test"] for r in results.values())
-        lines.append(f"| **mean** ({len(results)} categories) | | " + " | ".join(cells)
+        noun = "category" if len(results) == 1 else "categories"
+        lines.append(f"| **mean** ({len(results)} {noun}) | | " + " | ".join(cells)
                      + f" | {total['templates']:.1f} | {total['pts']:.1f} | {total['predict']:.1f} | "
                        f"{_fmt(n_test / total['predict'] if total['predict'] else None, '.2f')} |")
     return "\n".join(lines)
