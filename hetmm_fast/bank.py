@@ -31,7 +31,8 @@ class BankError(ValueError):
 
 
 def _digest(t: torch.Tensor) -> str:
-    return hashlib.sha256(t.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+    # Flattened first: a 0-d tensor cannot be viewed as bytes of another element size.
+    return hashlib.sha256(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
 
 
 def save_bank(path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
