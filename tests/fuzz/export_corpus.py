@@ -6,7 +6,7 @@ finding and libFuzzer artifact, each at most ``--max-bytes``.
     python tests/fuzz/export_corpus.py image /tmp/fuzz_image tests/fuzz/corpus/image
 
 Files are written as the reader reads them (a bank input of fuzz_bank.py is first turned into its file), named
-``<outcome>-<sha1 prefix>`` with a format extension where one is known. Prints one JSON line per outcome kept.
+``<outcome>-<sha1 prefix>`` with a format extension where one is known (banks: ``.bank``). Prints one JSON line per outcome kept.
 """
 from __future__ import annotations
 
@@ -37,22 +37,26 @@ def _outcome(kind: str, path: Path) -> str:
         from hetmm_fast.data.images import read_image
 
         try:
-            arr = read_image(path)
-            return f"ok-{arr.shape[2]}"
+            read_image(path)
+            return "ok"
         except ValueError as exc:
             msg = str(exc).replace(str(path), "")
-    msg = re.sub(r"\(.*", "", msg)  # the decoder's own wording varies with the bytes
+    if kind == "bank":
+        msg = msg.replace("(corrupt, truncated or not safetensors)", "")
+    else:
+        msg = re.sub(r"\(.*", "", msg)  # the decoder's own wording varies with the bytes
     msg = re.sub(r"'[^']*'|\"[^\"]*\"|\[[^\]]*\]|-?\d+(\.\d+)?", "#", msg)
     return re.sub(r"[^a-z#]+", "-", msg.lower()).strip("-")[:60]
 
 
 def _classify(args):
     kind, data = args
+    prefix = "" if kind == "bank" else _extension(data)[1:] + "-"  # the same message from another decoder counts
     with tempfile.NamedTemporaryFile(dir="/dev/shm") as f:
         f.write(data)
         f.flush()
         try:
-            return _outcome(kind, Path(f.name))
+            return prefix + _outcome(kind, Path(f.name))
         except Exception as exc:  # noqa: BLE001 - outside the contract: keep it, it is a finding
             return f"finding-{type(exc).__name__}"
 
@@ -74,6 +78,7 @@ def main() -> int:
     ap.add_argument("work", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--max-bytes", type=int, default=16384)
+    ap.add_argument("--seeds", type=Path, help="also keep every file of this folder (the valid seeds), as seed-<name>")
     args = ap.parse_args()
     def files(d):
         return [p.read_bytes() for p in sorted((args.work / d).iterdir()) if p.suffix != ".txt"]
@@ -95,8 +100,14 @@ def main() -> int:
     for i, data in enumerate(forced):
         best[f"finding{i}"] = data
     args.out.mkdir(parents=True, exist_ok=True)
+    for p in sorted(args.seeds.iterdir()) if args.seeds else []:
+        data = p.read_bytes()
+        if args.kind == "bank" and data[:1] != b"\x00":
+            continue  # an input of fuzz_bank.py's structured mode, not a file
+        name = f"seed-{p.stem}.bank" if args.kind == "bank" else f"seed-{p.name}"  # *.hetmm is git-ignored
+        (args.out / name).write_bytes(data[1:] if args.kind == "bank" else data)
     for outcome, data in sorted(best.items()):
-        ext = ".hetmm" if args.kind == "bank" else _extension(data)
+        ext = ".bank" if args.kind == "bank" else _extension(data)
         name = f"{outcome}-{hashlib.sha1(data).hexdigest()[:10]}{ext}"
         (args.out / name).write_bytes(data)
         print(json.dumps({"outcome": outcome, "file": name, "bytes": len(data)}))
