@@ -61,7 +61,12 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default=None, choices=("cuda", "triton", "cpu", "torch"),
                    help="force an op backend (default: best available)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (they are shown only on a terminal anyway)")
+
+
+def _progress(args) -> bool:
+    """Progress bars go to stderr only when it is a terminal: in a log file their cursor escapes are noise."""
+    return not args.quiet and sys.stderr.isatty()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,7 +146,7 @@ def _detector_from_bank(args):
     from .detector import HETMM
 
     return HETMM.load(args.bank, device=args.device, weights=args.weights, backend=args.backend,
-                      batch_size=args.batch_size, progress=not args.quiet)
+                      batch_size=args.batch_size, progress=_progress(args))
 
 
 def cmd_fit(args) -> int:
@@ -149,7 +154,7 @@ def cmd_fit(args) -> int:
 
     det = HETMM(backbone=args.backbone, preset=args.preset, image_size=args.image_size, device=args.device,
                 category=args.category, weights=args.weights, batch_size=args.batch_size, backend=args.backend,
-                progress=not args.quiet, **_dtype_kwargs(args))
+                progress=_progress(args), **_dtype_kwargs(args))
     det.fit(args.images)
     if args.tsize is not None:
         det.select(args.tsize)
@@ -285,7 +290,8 @@ def cmd_eval(args) -> int:
     kwargs = dict(backbone=args.backbone, preset=args.preset, image_size=args.image_size, device=args.device,
                   weights=args.weights, backend=args.backend,
                   detector_kwargs={"batch_size": args.batch_size, **_dtype_kwargs(args)})
-    doc = _run_eval(args.data, cats, args.tsize, kwargs, args.out, args.json, args.quiet, resume=args.resume)
+    doc = _run_eval(args.data, cats, args.tsize, kwargs, args.out, args.json, not _progress(args),
+                    resume=args.resume)
     return 1 if any(c in doc["failed"] for c in cats) else 0
 
 
@@ -340,7 +346,7 @@ def cmd_benchmark(args) -> int:
 
     # The suite name is recorded among the settings so that --resume refuses another suite's file.
     doc = evaluate_dataset(args.data, cats, tsize=args.tsize, json_path=args.json, resume=args.resume,
-                           out_dir=args.out, progress=not args.quiet, on_category=report,
+                           out_dir=args.out, progress=_progress(args), on_category=report,
                            load_category=lambda name: suite.category(args.data, name),
                            preset_for=lambda name: "paper" if preset == "paper" and name in PAPER_MVTEC
                            else "default", extra_settings={"suite": suite.name}, **kwargs)
@@ -372,11 +378,12 @@ def cmd_demo(args) -> int:
     n_good = max(1, round(0.4 * args.n_test))
     data = make_dataset(out / f"data_seed{args.seed}_{args.image_size}px_{args.n_train}_{args.n_test}", seed=args.seed,
                         categories=cats, n_train=args.n_train, n_test_good=n_good,
-                        n_test_defect=max(1, args.n_test - n_good), size=args.image_size, progress=not args.quiet)
+                        n_test_defect=max(1, args.n_test - n_good), size=args.image_size, progress=_progress(args))
     print(f"synthetic dataset (seed {args.seed}) in {data}")
     kwargs = dict(backbone="efficientnet_lite0", preset="default", image_size=args.image_size, device=args.device,
                   backend=args.backend, detector_kwargs={"batch_size": args.batch_size})
-    doc = _run_eval(data, list(cats), args.tsize, kwargs, out / "pictures", out / "results.json", args.quiet)
+    doc = _run_eval(data, list(cats), args.tsize, kwargs, out / "pictures", out / "results.json",
+                    not _progress(args))
     print(f"pictures (heatmap overlays, ROC/PRO plots) in {out / 'pictures'}")
     return 1 if doc["failed"] else 0
 

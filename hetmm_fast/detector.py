@@ -140,7 +140,7 @@ class HETMM:
             L2-normalised in float32 either way. On battery_weld (ALL set; benchmarks/results/
             backbone_dtype_battery_weld.json) float16 kept every metric within 0.001 of float32's, bfloat16 lost up to
             0.007 (AUPRO). A bank records it; :meth:`load` rebuilds the backbone alike.
-        progress: show progress bars on stderr.
+        progress: show progress bars on stderr (off by default: library calls stay quiet unless asked).
 
     Threads: one detector may serve several threads at once. :meth:`predict`, :meth:`predict_iter`,
     :meth:`anomaly_map` and :meth:`features` only read it, and each call gives the bits it gives alone
@@ -161,7 +161,7 @@ class HETMM:
                  image_size: int = 256, device: str | torch.device = "cpu", *, category: str | None = None,
                  weights: str | os.PathLike | None = None, pretrained: bool = True, batch_size: int = 16,
                  backend: str | None = None, dtype: torch.dtype = torch.float32,
-                 backbone_dtype: torch.dtype = torch.float32, progress: bool = True):
+                 backbone_dtype: torch.dtype = torch.float32, progress: bool = False):
         from .backbones import build_backbone
 
         self.preset = preset if isinstance(preset, Preset) else get_preset(preset, category)
@@ -506,7 +506,7 @@ class HETMM:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu", *,
              weights: str | os.PathLike | None = None, pretrained: bool = True, batch_size: int = 16,
-             backend: str | None = None, progress: bool = True) -> "HETMM":
+             backend: str | None = None, progress: bool = False) -> "HETMM":
         """Rebuild a detector from a bank file; checks that the backbone and its weights match the bank."""
         tensors, meta = load_bank(path)
         try:

@@ -36,7 +36,7 @@ RESULTS_FORMAT = "hetmm_fast.eval"
 def evaluate_category(root, category: str, *, tsize: int | None = 60, backbone: str | None = "efficientnet_lite0",
                       preset: str = "default", image_size: int = 256, device: str = "cpu",
                       weights=None, backend: str | None = None, out_dir=None, n_overlays: int = 8,
-                      progress: bool = True, detector_kwargs: dict | None = None, data=None) -> dict:
+                      progress: bool = False, detector_kwargs: dict | None = None, data=None) -> dict:
     """Evaluate one category.
 
     Args:
@@ -291,7 +291,7 @@ def _error_record(exc: BaseException) -> dict:
 
 
 def evaluate_dataset(root, categories, *, tsize: int | None = 60, json_path=None, resume: bool = False,
-                     out_dir=None, progress: bool = True,
+                     out_dir=None, progress: bool = False,
                      on_category: Callable[[str, str, dict], None] | None = None,
                      load_category: Callable[[str], object] | None = None,
                      preset_for: Callable[[str], str] | None = None, extra_settings: dict | None = None,

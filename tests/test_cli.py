@@ -78,3 +78,21 @@ def test_fit_dtypes_are_recorded(tmp_path, dataset, capsys):
     with pytest.raises(SystemExit):
         main(["fit", str(dataset / "carpet/train/good"), "--out", str(bank), "--backbone-dtype", "float64"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_progress_bars_only_on_a_terminal(tmp_path, dataset, capsys, monkeypatch, terminal):
+    """A log file or pipe gets no bars (no cursor escapes); a terminal gets them unless --quiet."""
+    import sys
+
+    import hetmm_fast as hf
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    train = str(dataset / "carpet/train/good")
+    assert main(["fit", train, "--out", str(tmp_path / "a.hetmm"), "--image-size", str(S), "--tsize", "2"]) == 0
+    err = capsys.readouterr().err
+    assert ("templates" in err and "PTS-2" in err) == terminal, err
+    assert main(["fit", train, "--out", str(tmp_path / "b.hetmm"), "--image-size", str(S), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    hf.HETMM(image_size=S).fit(train).select(2)  # the library is quiet unless asked, terminal or not
+    assert capsys.readouterr().err == ""

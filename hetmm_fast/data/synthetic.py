@@ -780,7 +780,7 @@ def make_dataset(
     n_test_defect: int = 15,
     size: int = 256,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool = False,
 ) -> Path:
     """Write the synthetic dataset in MVTec AD layout under ``root`` and return ``root``.
 
