@@ -5,6 +5,8 @@
 // a round and a divide per value), N row scans for the core distances (k-selection), then the OPTICS loop: N
 // expansions, each one pass over a row of R fused with the argmin that picks the next point (N^2 compares total),
 // and the xi extraction on the N + 1 point reachability plot (O(N) + O(N) per candidate cluster).
+// The per-element rules and the xi extraction are optics_labels_core.h, which the CUDA engine runs too; this file
+// holds the sequential ordering loop and its AVX2 paths.
 // Memory: a per-thread workspace of N^2 + O(N) values, reused across problems.
 #include "optics_labels.h"
 

@@ -8,6 +8,7 @@
 // groups matter: the input rows are far apart in memory (a page or more), so the packing is bound by DRAM latency
 // and page walks per visited row, and a visit reads `group` pixels; the next templates' rows are prefetched one
 // block ahead.
+// The selection after OPTICS runs the rules of pts_select_core.h, shared with the CUDA engine, in sequential loops.
 // Buffers are per thread and allocated once: group * C * ld values of packed features (<= 32 MiB), a 64 x ld double
 // block, 2 ld^2 doubles (G, R) and O(N) for the rest.
 // Gram: channels in blocks of 64, converted to a double block (64 x ld, stays in L2); register tiles of 8 (i) x 6 (j)
@@ -156,14 +157,14 @@ void gram_upper(const float* xt, int64_t C, int64_t N, int64_t ld, double* G, do
     }
 }
 
-// r[i] = round15(max(0, 1 - g[i])), the rounded distance scikit-learn works with (see optics_labels.h); true when
+// r[i] = round15(gram_distance(g[i])), the rounded distance scikit-learn works with (see optics_labels.h); true when
 // some g[i] is not finite.
 bool round_distances_generic(const double* g, double* r, int64_t n) {
     int64_t nonfinite = 0;
     for (int64_t i = 0; i < n; ++i) {
         const double v = g[i];
         nonfinite |= !(std::fabs(v) <= std::numeric_limits<double>::max());
-        r[i] = round15(std::max(0.0, 1.0 - v));
+        r[i] = round15(gram_distance(v));
     }
     return nonfinite != 0;
 }
@@ -178,7 +179,7 @@ __attribute__((target("avx2"))) bool round_distances_avx2(const double* g, doubl
     for (; i + 4 <= n; i += 4) {
         const __m256d v = _mm256_loadu_pd(g + i);
         nonfinite = _mm256_or_pd(nonfinite, _mm256_cmp_pd(_mm256_and_pd(v, abs_mask), vmax, _CMP_NLE_UQ));
-        const __m256d d = _mm256_max_pd(_mm256_sub_pd(one, v), zero);  // d > 0 ? d : +0, as std::max(0.0, d)
+        const __m256d d = _mm256_max_pd(_mm256_sub_pd(one, v), zero);  // gram_distance: d > 0 ? d : +0
         _mm256_storeu_pd(r + i,
                          _mm256_div_pd(_mm256_round_pd(_mm256_mul_pd(d, scale), _MM_FROUND_CUR_DIRECTION), scale));
     }
