@@ -16,6 +16,7 @@ on the same (rounded) inputs at B=1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import platform
@@ -120,13 +121,12 @@ def bench_window_match(quick: bool, log) -> tuple[list, dict]:
 
             def fused(q=q, t=t, variant=variant):
                 mode = "tf32" if variant == "tf32" else "exact"
-                with engine.precision(mode):
-                    ms = cuda_ms(lambda: engine.window_match(q, t, kf, kb))
-                    qr, tr = q[:1], t
-                    if variant == "tf32":  # the oracle sees what the tensor cores see
-                        qr, tr = tf32_round(qr), tf32_round(tr)
-                    err = max_err(engine.window_match(q[:1], t, kf, kb),
-                                  reference_window_match(qr.double(), tr.double(), kf, kb))
+                ms = cuda_ms(lambda: engine.window_match(q, t, kf, kb, mode))
+                qr, tr = q[:1], t
+                if variant == "tf32":  # the oracle sees what the tensor cores see
+                    qr, tr = tf32_round(qr), tf32_round(tr)
+                err = max_err(engine.window_match(q[:1], t, kf, kb, mode),
+                              reference_window_match(qr.double(), tr.double(), kf, kb))
                 return dict(median_ms=ms, useful_tflops=flops / ms / 1e9, max_err=err)
 
             row = run(rows, log, base, fused)
@@ -142,8 +142,7 @@ def bench_window_match(quick: bool, log) -> tuple[list, dict]:
             auto_out = engine.window_match(q, t, kf, kb)
 
             def unsplit(q=q, t=t, auto_out=auto_out, flops=flops):
-                with engine.splits(1):
-                    return timed_vs(lambda: engine.window_match(q, t, kf, kb), auto_out, flops)
+                return timed_vs(lambda: engine.window_match_tuned(q, t, kf, kb, splits=1), auto_out, flops)
 
             row = run(rows, log, dict(case=name, B=B, N=N, C=C, H=H, W=W, kf=kf, kb=kb, variant="fp16 splits=1",
                                       backend="cuda"), unsplit)
@@ -159,8 +158,7 @@ def bench_window_match(quick: bool, log) -> tuple[list, dict]:
 
             for warps in (2, 1):
                 def capped(warps=warps):
-                    with engine.max_warps(warps):
-                        return timed_vs(lambda: engine.window_match(q, t, kf, kb), auto_out, flops)
+                    return timed_vs(lambda: engine.window_match_tuned(q, t, kf, kb, max_warps=warps), auto_out, flops)
 
                 row = run(rows, log, dict(case=name, B=B, N=N, C=C, H=H, W=W, kf=kf, kb=kb,
                                           variant=f"fp16 max_warps={warps}", backend="cuda"), capped)
@@ -209,6 +207,17 @@ def bench_window_match(quick: bool, log) -> tuple[list, dict]:
     return rows, headline
 
 
+@contextlib.contextmanager
+def matmul_precision(value: str):
+    """``torch.set_float32_matmul_precision(value)`` for the block, then the previous value."""
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(value)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
 def graph_latency(det, x: torch.Tensor) -> dict:
     """Batch-1 latency of ``det.anomaly_map(x)`` replayed as one CUDA graph (``det.cuda_graph``, input copy
     included), with the largest difference from an eager call; a capture failure is reported, not raised."""
@@ -232,8 +241,6 @@ def bench_detector(quick: bool, log) -> list:
                     backbone_dtype=str(backbone_dtype).removeprefix("torch."), fp32_precision=mode)
 
         def measure(dtype=dtype, backbone_dtype=backbone_dtype, mode=mode):
-            from hetmm_fast import _engine_cuda as engine
-
             det = hf.HETMM(backbone="wide_resnet101_2", preset="paper", category="capsule", image_size=256,
                            device="cuda", pretrained=False, dtype=dtype, backbone_dtype=backbone_dtype,
                            batch_size=batch, progress=False)
@@ -241,7 +248,8 @@ def bench_detector(quick: bool, log) -> list:
             det.fit(torch.rand(60, 3, 256, 256, generator=g))  # N = 60: the PTS-60 set has the same matching cost
             imgs = torch.rand(batch, 3, 256, 256, generator=g)
             dev_imgs = imgs.cuda()
-            with engine.precision(mode):
+            # The detector passes no precision: hf.window_match maps torch's float32 matmul precision.
+            with matmul_precision("highest" if mode == "exact" else "high"):
                 q = det.features(dev_imgs[:1])
                 used = [_backends.select("window_match", None, (f, t))[0] for f, t in zip(q, det.active_templates)]
                 finite = bool(torch.isfinite(det.anomaly_map(dev_imgs)).all())  # random weights, 16-bit: no overflow

@@ -26,7 +26,6 @@ import os
 os.environ.setdefault("PYTORCH_NO_CUDA_MEMORY_CACHING", "1")
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -101,18 +100,15 @@ def _window_case(path: str, B: int, N: int, C: int, H: int, W: int, kf: int, kb:
             pad = hf.pixel_major(torch.cat([t[:, :, :1], t], dim=2).to(device))
             td = pad[:, :, 1:]
             assert td.permute(2, 3, 0, 1).is_contiguous() and td.storage_offset() > 0
-        ctx = contextlib.ExitStack()
-        if device != "cpu":
-            engine = _engine()
-            ctx.enter_context(engine.precision("tf32" if path == "tf32" else "exact"))
-            if warps:
-                ctx.enter_context(engine.max_warps(warps))
-            if splits:
-                ctx.enter_context(engine.splits(splits))
-        with ctx:
-            got = hf.window_match(qd, td, kf, kb, backend="cuda" if device != "cpu" else "cpu")
-            if device != "cpu":
-                torch.cuda.synchronize()
+        precision = "tf32" if path == "tf32" else "exact"
+        if device == "cpu":
+            got = hf.window_match(qd, td, kf, kb, backend="cpu", precision=precision)
+        else:
+            if warps or splits:  # the launch knobs are arguments of the private tuned op
+                got = _engine().window_match_tuned(qd, td, kf, kb, precision, max_warps=warps, splits=splits)
+            else:
+                got = hf.window_match(qd, td, kf, kb, backend="cuda", precision=precision)
+            torch.cuda.synchronize()
         _check(f"window_match {path}", got, want, TOLERANCE[path])
         assert all(g.dtype == torch.float32 and g.shape == (B, H, W) for g in got)
 

@@ -8,7 +8,12 @@
 
 TORCH_LIBRARY(hetmm, m) {
   // query [B, C, H, W], templates [N, C, H, W] -> (forward [B, H, W] f32, backward [B, H, W] f32); SPEC §2.
-  m.def("window_match(Tensor query, Tensor templates, int fwd_window, int bwd_window) -> (Tensor, Tensor)");
+  // precision, the arithmetic of float32 inputs (no other dtype is affected): "exact" = IEEE float32 products and
+  // sums (float64 inputs in float64); "tf32" = float32 inputs may be multiplied on TF32 tensor cores with float32
+  // accumulation. The CPU kernel computes exactly for either value; any other value is refused.
+  m.def(
+      "window_match(Tensor query, Tensor templates, int fwd_window, int bwd_window, str precision=\"exact\") -> "
+      "(Tensor, Tensor)");
   // dist [P, N, N] f64 -> labels [P, N] int64; SPEC §4 step 1.
   m.def("optics_labels(Tensor dist, int min_samples, float xi) -> Tensor");
   // templates [N, C, H, W] -> indices [size, H, W] int64; SPEC §4.

@@ -7,7 +7,8 @@ of every op listed in ``_OPS`` whose CPU kernel the extension actually contains.
 
 Numerics of the CPU ``window_match`` (csrc/window_match/window_match.h): float32, float16 and bfloat16 inputs are
 computed in float32 (half inputs converted exactly, float32 accumulation), float64 inputs in float64; the outputs are
-float32 like the reference's.
+float32 like the reference's. The op's ``precision`` argument ("exact" or "tf32") is checked and otherwise changes
+nothing: the CPU kernel computes exactly for either value.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def build_features() -> frozenset[str]:
 
 
 @torch.library.register_fake("hetmm::window_match")
-def _window_match_fake(query, templates, fwd_window, bwd_window):
+def _window_match_fake(query, templates, fwd_window, bwd_window, precision="exact"):
     B, _, H, W = query.shape
     return query.new_empty((B, H, W), dtype=torch.float32), query.new_empty((B, H, W), dtype=torch.float32)
 
@@ -68,11 +69,12 @@ def cpu_reasons(tensors: Sequence[torch.Tensor], dtypes: Sequence[torch.dtype]) 
     return why
 
 
-def window_match(query: torch.Tensor, templates: torch.Tensor, fwd_window: int, bwd_window: int):
+def window_match(query: torch.Tensor, templates: torch.Tensor, fwd_window: int, bwd_window: int,
+                 precision: str = "exact"):
     """Engine callable (inputs validated by ``hetmm_fast.window_match``): ``query`` Tensor[B, C, H, W],
-    ``templates`` Tensor[N, C, H, W] (float32/float16/bfloat16/float64, any strides) -> (forward, backward) Tensor[B, H, W]
-    float32."""
-    return torch.ops.hetmm.window_match(query, templates, fwd_window, bwd_window)
+    ``templates`` Tensor[N, C, H, W] (float32/float16/bfloat16/float64, any strides), ``precision`` "exact" or "tf32"
+    (computed exactly either way) -> (forward, backward) Tensor[B, H, W] float32."""
+    return torch.ops.hetmm.window_match(query, templates, fwd_window, bwd_window, precision)
 
 
 def _window_match_can_run(tensors: Sequence[torch.Tensor]) -> list[str]:

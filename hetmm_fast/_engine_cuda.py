@@ -9,16 +9,17 @@ CUDA kernel the extension contains. The fake (shape-only) kernels of the public 
 Numerics (csrc/<op>/<op>_cuda.h):
 
 * ``window_match``: float16 / bfloat16 inputs run on tensor cores (``mma.sync``) with float32 accumulation; float64
-  inputs are computed in float64 (outputs float32, like every backend). float32 inputs follow the precision setting:
+  inputs are computed in float64 (outputs float32, like every backend). float32 inputs follow the op's ``precision``
+  argument (``torch.ops.hetmm.window_match(..., precision)``; :func:`hetmm_fast.window_match` maps
+  ``torch.get_float32_matmul_precision()`` when given none):
 
-  - ``"exact"`` (default): one sequential float32 FMA chain per dot product, the CPU engine's arithmetic (the results
-    are bit-identical to the ``cpu`` backend's);
+  - ``"exact"`` (the schema's default): one sequential float32 FMA chain per dot product, the CPU engine's arithmetic
+    (the results are bit-identical to the ``cpu`` backend's);
   - ``"tf32"``: inputs rounded to TF32 (10 mantissa bits, round to nearest) on tensor cores, float32 accumulation;
     about 8x faster, error up to ~2**-10 per unit-vector dot product.
 
-  Choose with :func:`set_precision` (or the :func:`precision` context manager), or the environment variable
-  ``HETMM_CUDA_PRECISION=exact|tf32`` read at import. The setting is process-wide and also applies to direct calls of
-  ``torch.ops.hetmm.window_match`` on CUDA tensors.
+  Nothing is process-wide: the launch knobs that benchmarks and tests vary (warps per block, blocks per tile) are
+  arguments of the private op ``hetmm::_window_match_cuda_tuned`` (:func:`window_match_tuned`).
 * ``optics_labels`` / ``pts_select``: the CPU engine's arithmetic (float64 Gram matrices as sequential FMA chains,
   scikit-learn's rounding), so labels and chosen indices are identical to the ``cpu`` backend's.
 
@@ -27,10 +28,8 @@ shared memory (see :func:`window_match_max_channels`, :func:`max_points`).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
-from typing import Callable, ContextManager, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -50,71 +49,23 @@ WINDOW_MATCH_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float
 PTS_DTYPES = WINDOW_MATCH_DTYPES
 MIN_CAPABILITY = (8, 0)
 
-# Path codes of csrc/window_match/window_match_cuda.h (WindowMatchCudaPath).
-_PATH_FP16, _PATH_BF16, _PATH_TF32, _PATH_EXACT32, _PATH_EXACT64 = range(5)
-
-
-def set_precision(mode: str) -> None:
-    """Arithmetic of float32 inputs to the CUDA ``window_match``: ``"exact"`` (float32 FMA, default) or ``"tf32"``
-    (tensor cores, inputs rounded to TF32). Process-wide."""
-    if mode not in PRECISIONS:
-        raise ValueError(f"hetmm_fast cuda: precision must be one of {PRECISIONS}, got {mode!r}")
-    torch.ops.hetmm._cuda_set_fp32_precision(mode)
-
-
-def get_precision() -> str:
-    """The current float32 precision of the CUDA ``window_match`` (``"exact"`` or ``"tf32"``)."""
-    return torch.ops.hetmm._cuda_fp32_precision()
-
-
-@contextlib.contextmanager
-def _setting(get: Callable[[], object], set_: Callable[[object], None], value: object) -> Iterator[None]:
-    """Context manager: ``set_(value)`` for the block, then the value ``get()`` gave before (a refused value changes
-    nothing)."""
-    old = get()
-    set_(value)
-    try:
-        yield
-    finally:
-        set_(old)
-
-
-def precision(mode: str) -> ContextManager[None]:
-    """Context manager: ``with precision("tf32"): ...`` restores the previous setting on exit."""
-    return _setting(get_precision, set_precision, mode)
-
-
-def max_warps(warps: int) -> ContextManager[None]:
-    """Tuning context for benchmarks: cap the fused ``window_match`` kernel at ``warps`` (1, 2 or 4) warps per block,
-    i.e. 32, 64 or 128 query columns per block; 0 restores the automatic choice (the largest tile whose shared
-    memory fits, unless it leaves multiprocessors idle). Results do not depend on it; process-wide."""
-    return _setting(torch.ops.hetmm._cuda_window_match_max_warps, torch.ops.hetmm._cuda_set_window_match_max_warps,
-                    warps)
-
-
-def splits(count: int) -> ContextManager[None]:
-    """Tuning context for benchmarks and tests: share each query tile's work (its template chunks x neighbourhood
-    pixels) among exactly ``count`` blocks (1..1024; 1 = never split); 0 restores the automatic choice (split only
-    when even the smallest tile leaves multiprocessors idle, as at batch 1, for about two blocks per
-    multiprocessor). For finite inputs the results do not depend on it (maxima only); process-wide."""
-    return _setting(torch.ops.hetmm._cuda_window_match_splits, torch.ops.hetmm._cuda_set_window_match_splits, count)
-
-
-_env_precision = os.environ.get("HETMM_CUDA_PRECISION", "").strip().lower()
-if _env_precision:
-    set_precision(_env_precision)
-
-
 @torch.library.register_fake("hetmm::_window_match_naive")
 def _window_match_naive_fake(query, templates, fwd_window, bwd_window):
     B, _, H, W = query.shape
     return query.new_empty((B, H, W), dtype=torch.float32), query.new_empty((B, H, W), dtype=torch.float32)
 
 
+@torch.library.register_fake("hetmm::_window_match_cuda_tuned")
+def _window_match_cuda_tuned_fake(query, templates, fwd_window, bwd_window, precision, max_warps, splits):
+    B, _, H, W = query.shape
+    return query.new_empty((B, H, W), dtype=torch.float32), query.new_empty((B, H, W), dtype=torch.float32)
+
+
 @functools.lru_cache(maxsize=None)
-def window_match_max_channels(path: int, device: int) -> int:
-    """Largest channel count the fused kernel takes for precision path ``path`` on CUDA device ``device``."""
-    return int(torch.ops.hetmm._window_match_cuda_max_channels(path, device))
+def window_match_max_channels(dtype: torch.dtype, precision: str, device: int) -> int:
+    """Largest channel count the fused kernel takes for ``dtype`` inputs with ``precision`` on CUDA device
+    ``device``."""
+    return int(torch.ops.hetmm._window_match_cuda_max_channels(dtype, precision, device))
 
 
 @functools.lru_cache(maxsize=None)
@@ -153,22 +104,13 @@ def _dtype_reasons(tensors: Sequence[torch.Tensor], dtypes: Sequence[torch.dtype
     return [f"dtype {', '.join(bad)} not supported"] if bad else []
 
 
-def _window_match_path(dtype: torch.dtype) -> int:
-    if dtype == torch.float16:
-        return _PATH_FP16
-    if dtype == torch.bfloat16:
-        return _PATH_BF16
-    if dtype == torch.float64:
-        return _PATH_EXACT64
-    return _PATH_TF32 if get_precision() == "tf32" else _PATH_EXACT32
-
-
 def _window_match_can_run(tensors: Sequence[torch.Tensor]) -> list[str]:
     why = device_reasons(tensors) + _dtype_reasons(tensors, WINDOW_MATCH_DTYPES)
     if why:
         return why
     query = tensors[0]
-    cmax = window_match_max_channels(_window_match_path(query.dtype), query.device.index)
+    # The ladder does not see the precision: a channel count is accepted when both precisions' paths take it.
+    cmax = min(window_match_max_channels(query.dtype, p, query.device.index) for p in PRECISIONS)
     if query.shape[1] > cmax:
         why.append(f"C={query.shape[1]} channels exceed the {cmax} the device's shared memory allows for {query.dtype}")
     return why
@@ -196,10 +138,22 @@ def _pts_select_can_run(tensors: Sequence[torch.Tensor]) -> list[str]:
     return why
 
 
-def window_match(query: torch.Tensor, templates: torch.Tensor, fwd_window: int, bwd_window: int):
+def window_match(query: torch.Tensor, templates: torch.Tensor, fwd_window: int, bwd_window: int,
+                 precision: str = "exact"):
     """Engine callable (inputs validated by ``hetmm_fast.window_match``): ``query`` Tensor[B, C, H, W], ``templates``
-    Tensor[N, C, H, W] on one CUDA device (any strides) -> (forward, backward) Tensor[B, H, W] float32."""
-    return torch.ops.hetmm.window_match(query, templates, fwd_window, bwd_window)
+    Tensor[N, C, H, W] on one CUDA device (any strides), ``precision`` "exact" or "tf32" (float32 inputs only) ->
+    (forward, backward) Tensor[B, H, W] float32."""
+    return torch.ops.hetmm.window_match(query, templates, fwd_window, bwd_window, precision)
+
+
+def window_match_tuned(query: torch.Tensor, templates: torch.Tensor, fwd_window: int, bwd_window: int,
+                       precision: str = "exact", *, max_warps: int = 0, splits: int = 0):
+    """:func:`window_match` with the fused kernel's launch knobs, for benchmarks and tests (``max_warps``: cap of 1,
+    2 or 4 warps per block, i.e. 32, 64 or 128 query columns per block; ``splits``: exactly this many blocks (1..1024,
+    1 = never split) share each query tile's work; 0 = the automatic choice for either). For finite inputs the
+    results do not depend on the knobs (maxima only)."""
+    return torch.ops.hetmm._window_match_cuda_tuned(query, templates, fwd_window, bwd_window, precision, max_warps,
+                                                    splits)
 
 
 def optics_labels(dist: torch.Tensor, min_samples: int, xi: float) -> torch.Tensor:

@@ -173,6 +173,8 @@ def test_matches_reference_at_feature_scale():
         ((unit_features((0, 4, 3, 3)), unit_features((2, 4, 3, 3)), 3, 3), ValueError, "empty input"),
         ((unit_features((1, 4, 3, 3)), unit_features((2, 4, 3, 3)).double(), 3, 3), TypeError, "dtype"),
         ((unit_features((1, 4, 3, 3)).int(), unit_features((2, 4, 3, 3)).int(), 3, 3), TypeError, "Int"),
+        ((unit_features((1, 4, 3, 3)), unit_features((2, 4, 3, 3)), 3, 3, "fp8"), ValueError,
+         r"hetmm.window_match \(cpu\): precision must be 'exact' or 'tf32', got 'fp8'"),
     ],
 )
 def test_op_boundary_checks(args, exc, text):

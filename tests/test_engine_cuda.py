@@ -6,7 +6,8 @@ bit-for-bit against the CPU engine; TF32/fp16/bf16 against the oracle on the rou
 both directions, windows 1..15, border clipping, B > 1, several template/channel chunks, non-contiguous inputs,
 determinism, the naive baseline, optics_labels / pts_select against the CPU engine (identical labels and indices),
 and ``torch.library.opcheck`` of every CUDA op. The remaining tests run wherever the extension has CUDA kernels
-(precision setting, refusal reasons) or check how a missing CUDA build is reported.
+(the precision and tuning arguments, no process-wide setting, refusal reasons) or check how a missing CUDA build is
+reported.
 
 The torch-free kernels are also checked without a GPU by the C++ emulator tests (tests/cpp/*_cuda_emulated.cpp).
 """
@@ -108,39 +109,42 @@ def test_unbuilt_or_cpu_only_engine_is_reported():
 
 
 @built
-def test_precision_setting_roundtrip_and_errors():
-    assert engine.get_precision() in engine.PRECISIONS
-    old = engine.get_precision()
-    with engine.precision("tf32"):
-        assert engine.get_precision() == "tf32"
-        with engine.precision("exact"):
-            assert engine.get_precision() == "exact"
-        assert engine.get_precision() == "tf32"
-    assert engine.get_precision() == old
-    with pytest.raises(ValueError, match="precision must be one of"):
-        engine.set_precision("fp8")
-    with pytest.raises(ValueError, match="'exact' or 'tf32'"):
-        torch.ops.hetmm._cuda_set_fp32_precision("half")
+def test_no_process_wide_settings():
+    """Precision and launch knobs are op arguments (STYLE.md rule 12): no setter ops, no setting functions."""
+    for name in ("set_precision", "get_precision", "precision", "max_warps", "splits", "_setting"):
+        assert not hasattr(engine, name), name
+    for op in ("_cuda_set_fp32_precision", "_cuda_fp32_precision", "_cuda_set_window_match_max_warps",
+               "_cuda_window_match_max_warps", "_cuda_set_window_match_splits", "_cuda_window_match_splits"):
+        assert not hasattr(torch.ops.hetmm, op), op
+    schema = str(torch.ops.hetmm._window_match_cuda_tuned.default._schema)
+    assert "str precision" in schema and "int max_warps" in schema and "int splits" in schema
 
 
 @built
-@pytest.mark.parametrize("knob, outer, inner, bad", [("max_warps", 2, 1, (-1, 3, 8)), ("splits", 7, 1, (-1, 1025))])
-def test_tuning_setting_roundtrip_and_errors(knob, outer, inner, bad):
-    get = getattr(torch.ops.hetmm, f"_cuda_window_match_{knob}")
-    context = getattr(engine, knob)
-    assert get() == 0
-    with context(outer):
-        assert get() == outer
-        with context(inner):
-            assert get() == inner
-        assert get() == outer
-    assert get() == 0
-    for value in bad:
-        with pytest.raises(ValueError, match=f"{knob} must be 0"):
-            getattr(torch.ops.hetmm, f"_cuda_set_window_match_{knob}")(value)
-        with pytest.raises(ValueError, match=f"{knob} must be 0"), context(value):
-            pass
-    assert get() == 0
+def test_fake_kernels_see_precision_and_knobs():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        q, t = torch.empty(2, 8, 5, 4, device="cuda"), torch.empty(3, 8, 5, 4, device="cuda")
+        for out in (torch.ops.hetmm.window_match(q, t, 3, 5, "tf32"),
+                    torch.ops.hetmm._window_match_cuda_tuned(q, t, 3, 5, "exact", 2, 7)):
+            assert all(o.shape == (2, 5, 4) and o.dtype == torch.float32 for o in out)
+
+
+@built
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bad_precision_and_knobs_are_refused():
+    q = feats((1, 8, 3, 3), seed=30)
+    message = r"hetmm.window_match \(cuda\): precision must be 'exact' or 'tf32', got 'half'"
+    with pytest.raises(ValueError, match=message):
+        torch.ops.hetmm.window_match(q, q, 3, 3, "half")
+    for knob, bad in (("max_warps", (-1, 3, 8)), ("splits", (-1, 1025))):
+        for value in bad:
+            kwargs = dict(max_warps=0, splits=0, **{knob: value})
+            with pytest.raises(ValueError, match=f"_window_match_cuda_tuned: {knob} must be 0"):
+                torch.ops.hetmm._window_match_cuda_tuned(q, q, 3, 3, "exact", kwargs["max_warps"], kwargs["splits"])
+    with pytest.raises(ValueError, match="precision must be 'exact' or 'tf32'"):
+        engine.window_match_max_channels(torch.float32, "ieee", torch.cuda.current_device())
 
 
 @built
@@ -165,8 +169,7 @@ def test_refusal_reasons_for_cpu_inputs():
 def test_exact_fp32_matches_brute_force_and_cpu(shape):
     B, N, C, H, W, kf, kb = shape
     q, t = feats((B, C, H, W), seed=1), feats((N, C, H, W), seed=2)
-    with engine.precision("exact"):
-        fwd, bwd = hf.window_match(q, t, kf, kb, backend="cuda")
+    fwd, bwd = hf.window_match(q, t, kf, kb, backend="cuda", precision="exact")
     assert fwd.shape == bwd.shape == (B, H, W) and fwd.dtype == bwd.dtype == torch.float32
     assert fwd.device == q.device
     ef, eb = expected(q, t, kf, kb)
@@ -191,8 +194,7 @@ def test_float64_matches_brute_force(shape):
 def test_every_window_both_directions(kf):
     kb = 16 - kf
     q, t = feats((2, 12, 7, 9), seed=5), feats((3, 12, 7, 9), seed=6)
-    with engine.precision("exact"):
-        got = hf.window_match(q, t, kf, kb, backend="cuda")
+    got = hf.window_match(q, t, kf, kb, backend="cuda", precision="exact")
     assert max_err([g.cpu() for g in got], expected(q, t, kf, kb)) <= TOL32
 
 
@@ -216,13 +218,50 @@ def test_half_precision(dtype, shape):
 def test_tf32(shape):
     B, N, C, H, W, kf, kb = shape
     q, t = feats((B, C, H, W), seed=9), feats((N, C, H, W), seed=10)
-    with engine.precision("tf32"):
-        got = hf.window_match(q, t, kf, kb, backend="cuda")
+    got = hf.window_match(q, t, kf, kb, backend="cuda", precision="tf32")
     assert max_err(got, oracle(tf32_round(q), tf32_round(t), kf, kb)) <= 2e-5
     assert max_err(got, oracle(q, t, kf, kb)) <= 2.0**-10  # |<q, t>| error of unit vectors with 11-bit inputs
-    with engine.precision("exact"):
-        exact = hf.window_match(q, t, kf, kb, backend="cuda")
+    exact = hf.window_match(q, t, kf, kb, backend="cuda", precision="exact")
     assert max_err(got, exact) > 0  # really a different arithmetic
+    for x, y in zip(torch.ops.hetmm.window_match(q, t, kf, kb, "tf32"), got):
+        assert torch.equal(x, y)
+
+
+@gpu
+def test_precision_follows_torch_matmul_precision_when_not_given():
+    q, t = feats((2, 32, 6, 5), seed=27), feats((3, 32, 6, 5), seed=28)
+    want = {p: hf.window_match(q, t, 5, 3, backend="cuda", precision=p) for p in ("exact", "tf32")}
+    old = torch.get_float32_matmul_precision()
+    try:
+        for torch_precision, ours in (("highest", "exact"), ("high", "tf32"), ("medium", "tf32")):
+            torch.set_float32_matmul_precision(torch_precision)
+            for x, y in zip(hf.window_match(q, t, 5, 3, backend="cuda"), want[ours]):
+                assert torch.equal(x, y), torch_precision
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+@gpu
+def test_threads_with_different_precisions_do_not_race():
+    """Two threads calling with different precisions at once each get their own arithmetic."""
+    import threading
+
+    q, t = feats((4, 64, 12, 10), seed=29), feats((20, 64, 12, 10), seed=30)
+    want = {p: hf.window_match(q, t, 7, 3, backend="cuda", precision=p) for p in ("exact", "tf32")}
+    bad: list = []
+
+    def worker(p):
+        for _ in range(20):
+            got = hf.window_match(q, t, 7, 3, backend="cuda", precision=p)
+            if not all(torch.equal(x, y) for x, y in zip(got, want[p])):
+                bad.append(p)
+
+    threads = [threading.Thread(target=worker, args=(p,)) for p in ("exact", "tf32")]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not bad
 
 
 @gpu
@@ -231,8 +270,7 @@ def test_several_image_template_and_channel_chunks(dtype):
     """B > 32 (two image groups), N > 64 (two template chunks), C over several channel chunks, paper windows."""
     q = feats((40, 150, 12, 10), seed=11).to(dtype)
     t = feats((70, 150, 12, 10), seed=12).to(dtype)
-    with engine.precision("exact"):
-        got = hf.window_match(q, t, 13, 7, backend="cuda")
+    got = hf.window_match(q, t, 13, 7, backend="cuda", precision="exact")
     assert max_err(got, oracle(q, t, 13, 7)) <= (2e-5 if dtype == torch.float16 else 1e-5)
 
 
@@ -264,8 +302,7 @@ def test_tile_size_cap_changes_no_bit(dtype):
     q, t = feats((33, 72, 11, 10), seed=21).to(dtype), feats((70, 72, 11, 10), seed=22).to(dtype)
     want = hf.window_match(q, t, 7, 3, backend="cuda")
     for warps in (1, 2, 4):
-        with engine.max_warps(warps):
-            got = hf.window_match(q, t, 7, 3, backend="cuda")
+        got = engine.window_match_tuned(q, t, 7, 3, max_warps=warps)
         for x, y in zip(got, want):
             assert torch.equal(x, y), warps
 
@@ -278,14 +315,11 @@ def test_split_tiles_change_no_bit(dtype, precision):
     """A tile's work shared among blocks (batch 1 splits automatically) gives the same bits as one block per tile:
     the blocks combine maxima only; forced splits include more blocks than a tile has units (empty blocks)."""
     q, t = feats((1, 72, 9, 11), seed=25).to(dtype), feats((70, 72, 9, 11), seed=26).to(dtype)
-    with engine.precision(precision):
-        with engine.splits(1):
-            want = hf.window_match(q, t, 7, 3, backend="cuda")
-        for count in (0, 2, 3, 1024):
-            with engine.splits(count):
-                got = hf.window_match(q, t, 7, 3, backend="cuda")
-            for x, y in zip(got, want):
-                assert torch.equal(x, y), count
+    want = engine.window_match_tuned(q, t, 7, 3, precision, splits=1)
+    for count in (0, 2, 3, 1024):
+        got = engine.window_match_tuned(q, t, 7, 3, precision, splits=count)
+        for x, y in zip(got, want):
+            assert torch.equal(x, y), count
     qr, tr = (tf32_round(q), tf32_round(t)) if precision == "tf32" else (q, t)
     ref = reference_window_match(qr.double(), tr.double(), 7, 3)
     assert max_err(want, ref) < (5e-3 if dtype in (torch.float16, torch.bfloat16) else 1e-5)
@@ -301,19 +335,18 @@ def test_pixel_major_inputs_read_in_place(dtype, precision):
     q, t = feats((2, 64, 12, 10), seed=23).to(dtype), feats((40, 64, 12, 10), seed=24).to(dtype)
     qp, tp = hf.pixel_major(q), hf.pixel_major(t)
     t_before = tp.clone()
-    with engine.precision(precision):
-        want = hf.window_match(q, t, 7, 3, backend="cuda")
+    want = hf.window_match(q, t, 7, 3, backend="cuda", precision=precision)
+    torch.cuda.synchronize()
+
+    def extra_bytes(qx, tx):
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        out = hf.window_match(qx, tx, 7, 3, backend="cuda", precision=precision)
         torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base, out
 
-        def extra_bytes(qx, tx):
-            base = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-            out = hf.window_match(qx, tx, 7, 3, backend="cuda")
-            torch.cuda.synchronize()
-            return torch.cuda.max_memory_allocated() - base, out
-
-        nchw, _ = extra_bytes(q, t)
-        pm, got = extra_bytes(qp, tp)
+    nchw, _ = extra_bytes(q, t)
+    pm, got = extra_bytes(qp, tp)
     for x, y in zip(got, want):
         assert torch.equal(x, y)
     assert torch.equal(tp, t_before)
@@ -355,7 +388,7 @@ def test_values_init_and_ladder():
 
 @gpu
 def test_channel_limit_is_refused_not_crashed():
-    cmax = engine.window_match_max_channels(0, torch.cuda.current_device())
+    cmax = engine.window_match_max_channels(torch.float16, "exact", torch.cuda.current_device())
     q = feats((1, cmax + 64, 2, 2), seed=16).half()
     assert any("channels exceed" in w for w in _backends.reasons("window_match", "cuda", (q, q)))
     with pytest.raises(RuntimeError, match="backend 'cuda' cannot run"):
@@ -376,7 +409,10 @@ def test_naive_baseline(dtype):
 def test_opcheck_window_match():
     q, t = feats((2, 8, 5, 4), seed=19), feats((3, 8, 5, 4), seed=20)
     torch.library.opcheck(torch.ops.hetmm.window_match.default, (q, t, 3, 5))
-    torch.library.opcheck(torch.ops.hetmm.window_match.default, (q.half(), t.half(), 5, 1))
+    for precision in ("exact", "tf32"):
+        torch.library.opcheck(torch.ops.hetmm.window_match.default, (q, t, 3, 5, precision))
+        torch.library.opcheck(torch.ops.hetmm.window_match.default, (q.half(), t.half(), 5, 1, precision))
+        torch.library.opcheck(torch.ops.hetmm._window_match_cuda_tuned.default, (q, t, 3, 5, precision, 1, 3))
     torch.library.opcheck(torch.ops.hetmm._window_match_naive.default, (q, t, 3, 5))
 
 

@@ -254,6 +254,31 @@ def test_precision_argument(monkeypatch):
 
 
 @in_process
+@pytest.mark.parametrize("ours, theirs", [("exact", "ieee"), ("tf32", "tf32")])
+def test_public_wrapper_passes_precision_through(ours, theirs, monkeypatch):
+    """hf.window_match(precision=...) reaches the Triton kernel as its fp32 dot precision; None maps torch's."""
+    q, t = feats((1, 4, 3, 3)), feats((2, 4, 3, 3), seed=1)
+    seen = []
+    real = wm.window_match
+
+    def spy(*args, precision=None):
+        seen.append(precision)
+        return real(*args, precision=precision)
+
+    monkeypatch.setattr(wm, "window_match", spy)
+    hf.window_match(q, t, 3, 3, backend="triton", precision=ours)
+    old = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest" if ours == "exact" else "high")
+        hf.window_match(q, t, 3, 3, backend="triton")
+    finally:
+        torch.set_float32_matmul_precision(old)
+    assert seen == [theirs, theirs]
+    with pytest.raises(ValueError, match="precision must be one of"):
+        wm.engine(q, t, 3, 3, "ieee")  # the op's values, not the kernel's
+
+
+@in_process
 def test_library_op_opcheck():
     q, t = feats((1, 5, 2, 3), seed=17), feats((2, 5, 2, 3), seed=18)
     torch.library.opcheck(torch.ops.hetmm.window_match_triton.default, (q, t, 3, 5, "ieee"))

@@ -169,3 +169,129 @@ def test_pixel_major_inputs_give_the_same_results(backend):
     got = hf.window_match(hf.pixel_major(q), hf.pixel_major(t), 5, 3, backend=backend)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=0, atol=2 * tol(20, torch.float32) if backend == "torch" else 0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# precision: an argument of the op (STYLE.md rule 12), never process-wide state.
+
+cpu_built = pytest.mark.skipif(bool(hf.available_backends()["cpu"]), reason="CPU engine not built")
+
+
+@cpu_built
+def test_schema_carries_precision():
+    schema = str(torch.ops.hetmm.window_match.default._schema)
+    assert 'str precision="exact"' in schema, schema
+    assert schema.startswith("hetmm::window_match(Tensor query, Tensor templates, int fwd_window, int bwd_window")
+
+
+@cpu_built
+@pytest.mark.parametrize("precision", ["exact", "tf32"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_opcheck_each_precision_on_cpu(precision, dtype):
+    q, t = unit_features((2, 8, 5, 4), dtype, seed=41), unit_features((3, 8, 5, 4), dtype, seed=42)
+    torch.library.opcheck(torch.ops.hetmm.window_match.default, (q, t, 3, 5, precision))
+
+
+@cpu_built
+def test_cpu_engine_is_exact_for_either_precision():
+    q, t = unit_features((2, 24, 6, 7), seed=43), unit_features((4, 24, 6, 7), seed=44)
+    exact = torch.ops.hetmm.window_match(q, t, 5, 3)  # the schema's default
+    for got in (torch.ops.hetmm.window_match(q, t, 5, 3, "exact"), torch.ops.hetmm.window_match(q, t, 5, 3, "tf32"),
+                hf.window_match(q, t, 5, 3, backend="cpu", precision="tf32")):
+        assert all(torch.equal(x, y) for x, y in zip(got, exact))
+
+
+@cpu_built
+def test_cpu_op_refuses_unknown_precision():
+    message = r"hetmm.window_match \(cpu\): precision must be 'exact' or 'tf32', got 'ieee'"
+    with pytest.raises(ValueError, match=message):
+        torch.ops.hetmm.window_match(Q, T, 3, 3, "ieee")
+
+
+@pytest.mark.parametrize("bad", ["ieee", "TF32", "highest", 32])
+def test_public_wrapper_refuses_unknown_precision(bad):
+    with pytest.raises(ValueError, match="hetmm.window_match: precision must be one of"):
+        hf.window_match(Q, T, 3, 3, precision=bad)
+
+
+@pytest.mark.parametrize("torch_precision, ours", [("highest", "exact"), ("high", "tf32"), ("medium", "tf32")])
+def test_none_follows_torch_matmul_precision(torch_precision, ours, monkeypatch):
+    import importlib
+
+    wm_module = importlib.import_module("hetmm_fast.ops.window_match")  # the module, not the function it exports
+
+    seen = []
+    monkeypatch.setattr(_backends, "select", lambda op, backend, tensors: (
+        "spy", lambda q, t, kf, kb, precision: seen.append(precision) or (q, t)))
+    old = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision(torch_precision)
+        assert wm_module.default_precision() == ours
+        hf.window_match(Q, T, 3, 3)
+        hf.window_match(Q, T, 3, 3, precision="exact")  # an explicit value wins
+    finally:
+        torch.set_float32_matmul_precision(old)
+    assert seen == [ours, "exact"]
+
+
+@cpu_built
+def test_fake_kernel_takes_precision():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        q, t = torch.empty(2, 8, 5, 4), torch.empty(3, 8, 5, 4)
+        for args in ((q, t, 3, 5), (q, t, 3, 5, "exact"), (q, t, 3, 5, "tf32")):
+            f, b = torch.ops.hetmm.window_match(*args)
+            assert f.shape == b.shape == (2, 5, 4) and f.dtype == b.dtype == torch.float32
+
+
+@cpu_built
+def test_compile_sees_precision():
+    q, t = unit_features((1, 8, 5, 4), seed=45), unit_features((2, 8, 5, 4), seed=46)
+
+    def f(q, t):
+        return torch.ops.hetmm.window_match(q, t, 3, 3, "tf32")
+
+    graph = torch.fx.experimental.proxy_tensor.make_fx(f, tracing_mode="fake")(q, t)
+    calls = [n for n in graph.graph.nodes if n.op == "call_function" and "window_match" in str(n.target)]
+    assert len(calls) == 1 and calls[0].args[4] == "tf32", [n.args for n in calls]
+
+
+@cpu_built
+def test_threads_with_different_precisions_get_their_own_results():
+    """No process-wide precision: two threads calling with different values at once each get what their own call
+    asks for (on a CPU both compute exactly, so each equals the single-threaded result), and the ops that once set a
+    process-wide value do not exist."""
+    import threading
+
+    for op in ("_cuda_set_fp32_precision", "_cuda_fp32_precision", "_cuda_set_window_match_max_warps",
+               "_cuda_set_window_match_splits"):
+        assert not hasattr(torch.ops.hetmm, op), op
+    q, t = unit_features((2, 16, 9, 8), seed=47), unit_features((5, 16, 9, 8), seed=48)
+    want = hf.window_match(q, t, 5, 3, backend="cpu", precision="exact")
+    bad: list = []
+    start = threading.Barrier(2)
+
+    def worker(precision):
+        start.wait()
+        for _ in range(10):
+            got = hf.window_match(q, t, 5, 3, backend="cpu", precision=precision)
+            if not all(torch.equal(x, y) for x, y in zip(got, want)):
+                bad.append(precision)
+
+    threads = [threading.Thread(target=worker, args=(p,)) for p in ("exact", "tf32")]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not bad
+
+
+def test_cuda_engine_source_has_no_setters():
+    """The CUDA engine module (imported only in CUDA builds) defines no setting functions and reads no environment."""
+    from pathlib import Path
+
+    source = (Path(hf.__file__).parent / "_engine_cuda.py").read_text()
+    for name in ("def set_precision", "def get_precision", "def precision(", "def max_warps(", "def splits(",
+                 "_cuda_set_", "os.environ", "HETMM_CUDA_PRECISION"):
+        assert name not in source, name

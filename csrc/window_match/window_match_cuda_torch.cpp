@@ -1,17 +1,18 @@
 // Tensor-level CUDA wrapper of window_match: boundary checks, precision path, packing of the inputs into the
 // pixel-major layout of window_match_cuda.h, output allocation, device guard and current stream; the work is done by
 // the torch-free launchers of window_match_cuda.cu. Inputs already in the packed layout ([H][W][M][C] memory, C a
-// multiple of 128 bytes, 16-byte aligned) are read in place, except on the TF32 path, which rounds a copy. Also
-// defines the CUDA engine's private ops (schemas here because they exist only in CUDA builds):
-//   _cuda_set_fp32_precision(str mode) -> ()     "exact" (default) or "tf32": arithmetic of float32 inputs
-//   _cuda_fp32_precision() -> str
-//   _cuda_set_window_match_max_warps(int warps) -> ()   0 (automatic, default), 1, 2 or 4: cap on the fused
-//       kernel's warps per block, for benchmarks comparing tile sizes
-//   _cuda_window_match_max_warps() -> int
-//   _cuda_set_window_match_splits(int splits) -> ()   0 (automatic, default) or 1..1024: blocks sharing each query
-//       tile's work, for benchmarks and tests (window_match_cuda.h)
-//   _cuda_window_match_splits() -> int
-//   _window_match_cuda_max_channels(int path, int device) -> int   largest C of a path on a device (0: none)
+// multiple of 128 bytes, 16-byte aligned) are read in place, except on the TF32 path, which rounds a copy.
+//
+// Every setting that selects the arithmetic or the launch is an argument of the op (STYLE.md rule 12): precision
+// ("exact" or "tf32", see bindings.cpp) picks the path of float32 inputs; this file keeps no state between calls.
+// Also defines the CUDA engine's private ops (schemas here because they exist only in CUDA builds):
+//   _window_match_cuda_tuned(Tensor query, Tensor templates, int fwd_window, int bwd_window, str precision,
+//       int max_warps, int splits) -> (Tensor, Tensor)
+//       window_match with the launch knobs of WindowMatchCudaProblem, for benchmarks and tests: max_warps 0
+//       (automatic), 1, 2 or 4 caps the fused kernel's warps per block; splits 0 (automatic) or 1..1024 blocks share
+//       each query tile's work. For finite inputs the results do not depend on either.
+//   _window_match_cuda_max_channels(ScalarType dtype, str precision, int device) -> int   largest C the fused kernel
+//       takes for that dtype and precision on a device (0: none)
 //   _window_match_naive(Tensor query, Tensor templates, int fwd_window, int bwd_window) -> (Tensor, Tensor)
 //       the published-structure baseline (window_match_naive_cuda.cu), for benchmarks only
 #include <ATen/core/Tensor.h>
@@ -24,7 +25,6 @@
 #include <cuda_runtime_api.h>
 #include <torch/library.h>
 
-#include <atomic>
 #include <cstdint>
 #include <string>
 #include <tuple>
@@ -35,60 +35,35 @@
 namespace hetmm {
 namespace {
 
-std::atomic<bool> g_fp32_tf32{false};
-
-void set_fp32_precision(c10::string_view mode) {
-  if (mode == "exact")
-    g_fp32_tf32 = false;
-  else if (mode == "tf32")
-    g_fp32_tf32 = true;
-  else
-    TORCH_CHECK_VALUE(false, "hetmm cuda: float32 precision must be 'exact' or 'tf32', got '", std::string(mode), "'");
+// precision as the schema takes it: "exact" or "tf32" (bindings.cpp); anything else is refused, naming the op.
+bool wants_tf32(const char* op, c10::string_view precision) {
+  TORCH_CHECK_VALUE(precision == "exact" || precision == "tf32", op, ": precision must be 'exact' or 'tf32', got '",
+                    std::string(precision), "'");
+  return precision == "tf32";
 }
 
-std::string fp32_precision() { return g_fp32_tf32 ? "tf32" : "exact"; }
-
-std::atomic<int> g_max_warps{0};
-
-void set_max_warps(int64_t warps) {
-  TORCH_CHECK_VALUE(warps == 0 || warps == 1 || warps == 2 || warps == 4,
-                    "hetmm cuda: window_match max_warps must be 0 (automatic), 1, 2 or 4, got ", warps);
-  g_max_warps = static_cast<int>(warps);
-}
-
-int64_t max_warps() { return g_max_warps; }
-
-std::atomic<int> g_splits{0};
-
-void set_splits(int64_t splits) {
-  TORCH_CHECK_VALUE(splits >= 0 && splits <= kWindowMatchCudaMaxSplits,
-                    "hetmm cuda: window_match splits must be 0 (automatic) or 1..", kWindowMatchCudaMaxSplits,
-                    ", got ", splits);
-  g_splits = static_cast<int>(splits);
-}
-
-int64_t splits() { return g_splits; }
-
-int64_t max_channels(int64_t path, int64_t device) {
-  TORCH_CHECK_VALUE(path >= 0 && path <= 4, "hetmm cuda: unknown window_match path ", path);
-  return window_match_cuda_max_channels(static_cast<WindowMatchCudaPath>(path),
-                                        cuda_device_limits(static_cast<int>(device)).max_smem_per_block);
-}
-
-WindowMatchCudaPath path_for(at::ScalarType dtype) {
+// The kernel path of `dtype` inputs; `tf32` matters for float32 only (16-bit inputs always use tensor cores, float64
+// inputs are always computed in float64).
+WindowMatchCudaPath path_for(at::ScalarType dtype, bool tf32) {
   switch (dtype) {
     case at::kHalf:
       return WindowMatchCudaPath::kFloat16;
     case at::kBFloat16:
       return WindowMatchCudaPath::kBFloat16;
     case at::kFloat:
-      return g_fp32_tf32 ? WindowMatchCudaPath::kTF32 : WindowMatchCudaPath::kExactFloat32;
+      return tf32 ? WindowMatchCudaPath::kTF32 : WindowMatchCudaPath::kExactFloat32;
     case at::kDouble:
       return WindowMatchCudaPath::kExactFloat64;
     default:
       TORCH_CHECK_TYPE(false, "hetmm.window_match (cuda): dtype must be float16, bfloat16, float32 or float64, got ",
                        dtype);
   }
+}
+
+int64_t max_channels(at::ScalarType dtype, c10::string_view precision, int64_t device) {
+  const char* op = "hetmm._window_match_cuda_max_channels";
+  return window_match_cuda_max_channels(path_for(dtype, wants_tf32(op, precision)),
+                                        cuda_device_limits(static_cast<int>(device)).max_smem_per_block);
 }
 
 void check_inputs(const char* op, const at::Tensor& query, const at::Tensor& templates, int64_t fwd_window,
@@ -132,12 +107,18 @@ at::Tensor pack_pixel_major(const at::Tensor& x, int64_t Cp, bool in_place_ok) {
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> window_match_cuda_torch(const at::Tensor& query, const at::Tensor& templates,
-                                                           int64_t fwd_window, int64_t bwd_window) {
-  const char* op = "hetmm.window_match (cuda)";
+std::tuple<at::Tensor, at::Tensor> run_window_match(const char* op, const at::Tensor& query,
+                                                    const at::Tensor& templates, int64_t fwd_window,
+                                                    int64_t bwd_window, c10::string_view precision, int64_t max_warps,
+                                                    int64_t splits) {
   check_inputs(op, query, templates, fwd_window, bwd_window);
+  const bool want_tf32 = wants_tf32(op, precision);
+  TORCH_CHECK_VALUE(max_warps == 0 || max_warps == 1 || max_warps == 2 || max_warps == 4, op,
+                    ": max_warps must be 0 (automatic), 1, 2 or 4, got ", max_warps);
+  TORCH_CHECK_VALUE(splits >= 0 && splits <= kWindowMatchCudaMaxSplits, op,
+                    ": splits must be 0 (automatic) or 1..", kWindowMatchCudaMaxSplits, ", got ", splits);
   const c10::cuda::CUDAGuard guard(query.device());
-  const WindowMatchCudaPath path = path_for(query.scalar_type());
+  const WindowMatchCudaPath path = path_for(query.scalar_type(), want_tf32);
   const CudaDeviceLimits lim = cuda_device_limits(query.get_device());
   const int64_t B = query.size(0), N = templates.size(0), C = query.size(1), H = query.size(2), W = query.size(3);
   const int64_t cmax = window_match_cuda_max_channels(path, lim.max_smem_per_block);
@@ -168,10 +149,24 @@ std::tuple<at::Tensor, at::Tensor> window_match_cuda_torch(const at::Tensor& que
   pr.bwd_window = bwd_window;
   pr.fwd = fwd.data_ptr<float>();
   pr.bwd = bwd.data_ptr<float>();
-  pr.max_warps = g_max_warps;
-  pr.splits = g_splits;
+  pr.max_warps = static_cast<int>(max_warps);
+  pr.splits = static_cast<int>(splits);
   C10_CUDA_CHECK(window_match_cuda(pr, path, lim, c10::cuda::getCurrentCUDAStream()));
   return {fwd, bwd};
+}
+
+std::tuple<at::Tensor, at::Tensor> window_match_cuda_torch(const at::Tensor& query, const at::Tensor& templates,
+                                                           int64_t fwd_window, int64_t bwd_window,
+                                                           c10::string_view precision) {
+  return run_window_match("hetmm.window_match (cuda)", query, templates, fwd_window, bwd_window, precision, 0, 0);
+}
+
+std::tuple<at::Tensor, at::Tensor> window_match_cuda_tuned_torch(const at::Tensor& query, const at::Tensor& templates,
+                                                                 int64_t fwd_window, int64_t bwd_window,
+                                                                 c10::string_view precision, int64_t max_warps,
+                                                                 int64_t splits) {
+  return run_window_match("hetmm._window_match_cuda_tuned", query, templates, fwd_window, bwd_window, precision,
+                          max_warps, splits);
 }
 
 std::tuple<at::Tensor, at::Tensor> window_match_naive_torch(const at::Tensor& query, const at::Tensor& templates,
@@ -209,17 +204,15 @@ std::tuple<at::Tensor, at::Tensor> window_match_naive_torch(const at::Tensor& qu
 }  // namespace hetmm
 
 TORCH_LIBRARY_FRAGMENT(hetmm, m) {
-  m.def("_cuda_set_fp32_precision(str mode) -> ()", &hetmm::set_fp32_precision);
-  m.def("_cuda_fp32_precision() -> str", &hetmm::fp32_precision);
-  m.def("_cuda_set_window_match_max_warps(int warps) -> ()", &hetmm::set_max_warps);
-  m.def("_cuda_window_match_max_warps() -> int", &hetmm::max_warps);
-  m.def("_cuda_set_window_match_splits(int splits) -> ()", &hetmm::set_splits);
-  m.def("_cuda_window_match_splits() -> int", &hetmm::splits);
-  m.def("_window_match_cuda_max_channels(int path, int device) -> int", &hetmm::max_channels);
+  m.def(
+      "_window_match_cuda_tuned(Tensor query, Tensor templates, int fwd_window, int bwd_window, str precision, "
+      "int max_warps, int splits) -> (Tensor, Tensor)");
+  m.def("_window_match_cuda_max_channels(ScalarType dtype, str precision, int device) -> int", &hetmm::max_channels);
   m.def("_window_match_naive(Tensor query, Tensor templates, int fwd_window, int bwd_window) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(hetmm, CUDA, m) {
   m.impl("window_match", &hetmm::window_match_cuda_torch);
+  m.impl("_window_match_cuda_tuned", &hetmm::window_match_cuda_tuned_torch);
   m.impl("_window_match_naive", &hetmm::window_match_naive_torch);
 }

@@ -1,11 +1,14 @@
 // Tensor-level CPU wrapper of window_match: boundary checks, dtype mapping, output allocation; the work is done by
 // the torch-free hetmm::window_match_cpu (window_match_cpu.cpp). Strided inputs are passed as they are (no copy).
+// The CPU kernel has one arithmetic: it computes exactly (IEEE float32, or float64 for float64 inputs) whichever
+// precision the op is given, after checking that the value is one the schema allows.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
 #include <stdexcept>
+#include <string>
 #include <tuple>
 
 #include "window_match.h"
@@ -39,7 +42,11 @@ FeatureMap feature_map(const at::Tensor& t, FeatureDtype dtype) {
 }
 
 std::tuple<at::Tensor, at::Tensor> window_match_cpu_torch(const at::Tensor& query, const at::Tensor& templates,
-                                                          int64_t fwd_window, int64_t bwd_window) {
+                                                          int64_t fwd_window, int64_t bwd_window,
+                                                          c10::string_view precision) {
+  TORCH_CHECK_VALUE(precision == "exact" || precision == "tf32",
+                    "hetmm.window_match (cpu): precision must be 'exact' or 'tf32', got '", std::string(precision),
+                    "'");
   TORCH_CHECK(query.device().is_cpu() && templates.device().is_cpu(),
               "hetmm.window_match (cpu): query and templates must be CPU tensors, got ", query.device(), " and ",
               templates.device());

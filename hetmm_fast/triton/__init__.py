@@ -10,8 +10,8 @@ Modules: :mod:`.window_match` (``window_match.window_match(...)``, the ``hetmm::
 
 Registered engine callables (inputs already validated by the public ops):
 
-* ``window_match(query[B,C,H,W], templates[N,C,H,W], fwd_window, bwd_window) -> (fwd[B,H,W], bwd[B,H,W])``, fp32
-  dot products exact (``input_precision="ieee"``) unless ``torch.set_float32_matmul_precision`` allows TF32;
+* ``window_match(query[B,C,H,W], templates[N,C,H,W], fwd_window, bwd_window, precision) -> (fwd[B,H,W],
+  bwd[B,H,W])``, fp32 dot products exact (``input_precision="ieee"``) for precision "exact", TF32 for "tf32";
 * ``pts_select(templates[N,C,H,W], size) -> indices[size,H,W]``: Gram/distance matrices by Triton, clustering by the
   best OPTICS engine, selection by the reference (see :mod:`hetmm_fast.triton.pts_select`).
 """
@@ -30,9 +30,5 @@ __all__ = [
 ]
 
 
-def _window_match_engine(query, templates, fwd_window, bwd_window):
-    return window_match.window_match(query, templates, fwd_window, bwd_window)
-
-
-_backends.register("window_match", "triton", _window_match_engine, window_match.can_run)
+_backends.register("window_match", "triton", window_match.engine, window_match.can_run)
 _backends.register("pts_select", "triton", pts_select.pts_select, pts_select.can_run)

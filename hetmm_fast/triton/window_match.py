@@ -269,6 +269,20 @@ def launch_with_config(query, templates, fwd_window: int, bwd_window: int, preci
     return fwd, bwd
 
 
+# The hetmm::window_match precisions (hetmm_fast.window_match) as the kernel's fp32 dot precisions.
+_OP_PRECISIONS = {"exact": "ieee", "tf32": "tf32"}
+
+
+def engine(query: torch.Tensor, templates: torch.Tensor, fwd_window: int, bwd_window: int,
+           precision: str = "exact") -> tuple[torch.Tensor, torch.Tensor]:
+    """Engine callable of the ``triton`` backend (inputs validated by ``hetmm_fast.window_match``): ``precision``
+    "exact" runs exact fp32 dot products (``"ieee"``), "tf32" TF32 ones; other dtypes are unaffected."""
+    if precision not in _OP_PRECISIONS:
+        raise ValueError(f"hetmm.window_match[triton]: precision must be one of {tuple(_OP_PRECISIONS)}, "
+                         f"got {precision!r}")
+    return window_match(query, templates, fwd_window, bwd_window, precision=_OP_PRECISIONS[precision])
+
+
 def default_precision() -> str:
     """fp32 dot precision that follows ``torch.get_float32_matmul_precision()``: "highest" -> "ieee", else "tf32"."""
     return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
