@@ -15,6 +15,9 @@ EPILOG = """examples:
   hetmm-fast eval --data ../shared/data --category kolektorsdd --tsize 60 --json results.json
   hetmm-fast benchmark --suite visa --data VisA/ --json visa.json --resume   # every category, resumable
   hetmm-fast info
+  hetmm-fast official-clusters template/MVTec_AD/bottle/wide_resnet101_2_ALL.pkl --tsize 60   # published code's file
+  hetmm-fast import-official wide_resnet101_2_ALL.pkl --pts wide_resnet101_2_PTSx60.pkl --category bottle --out b.hetmm
+  hetmm-fast export-official b.hetmm template/MVTec_AD/bottle/      # ALL (and PTS) files the published code reads
 """
 
 
@@ -139,6 +142,27 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_args(p)
 
     sub.add_parser("info", help="versions, backends and why unavailable, backbone weights")
+
+    p = sub.add_parser("official-clusters", help="published HETMM code: write its <backbone>_PC_OPTICSx{K}.pkl "
+                       "(pixel-level OPTICS clusters) from its <backbone>_ALL.pkl, in seconds")
+    p.add_argument("all_file", metavar="ALL_FILE", help="the published code's <backbone>_ALL.pkl")
+    p.add_argument("--tsize", type=int, required=True, help="K of the PTS the clusters are for (min_samples = N // K)")
+    p.add_argument("--out", default=None, help="file to write (default: <backbone>_PC_OPTICSx{K}.pkl beside ALL_FILE)")
+
+    p = sub.add_parser("import-official", help="build a bank from the published code's template files "
+                       "(wide_resnet101_2, 256 px, paper preset), no features recomputed")
+    p.add_argument("all_file", metavar="ALL_FILE", help="wide_resnet101_2_ALL.pkl")
+    p.add_argument("--pts", default=None, metavar="PTS_FILE", help="wide_resnet101_2_PTSx{K}.pkl of the same ALL set")
+    p.add_argument("--category", required=True, help="MVTec AD category (its paper preset goes into the bank)")
+    p.add_argument("--out", required=True, help="bank file to write (.hetmm)")
+    p.add_argument("--weights", default=None, help="the Wide-ResNet-101-2 weights file the templates were computed "
+                   "with; predict then needs the same --weights (default: torchvision's cache if it has the file)")
+
+    p = sub.add_parser("export-official", help="write a bank as the published code's <backbone>_ALL.pkl "
+                       "(and _PTSx{K}.pkl) template files")
+    p.add_argument("bank", help="bank file (a ResNet backbone with the paper normalisation)")
+    p.add_argument("out_dir", metavar="DIR", help="folder to write into (the published code's template/<dataset>/"
+                   "<category>/)")
     return ap
 
 
@@ -425,8 +449,44 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_official_clusters(args) -> int:
+    import time
+
+    from .compat import write_official_clusters
+
+    t0 = time.perf_counter()
+    out = write_official_clusters(args.all_file, args.tsize, out=args.out, backend=None)
+    print(f"wrote {out} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def cmd_import_official(args) -> int:
+    from .bank import load_bank
+    from .compat import OFFICIAL_WEIGHTS_ID, import_official
+
+    out = import_official(args.all_file, args.category, args.out, pts=args.pts, weights=args.weights)
+    _, meta = load_bank(out)
+    print(f"wrote {out}: {meta['n_templates']} templates, tsize={meta['tsize'] or 'ALL'}, paper preset "
+          f"{args.category}, weights {meta['weights_id']}")
+    if meta["weights_id"] == OFFICIAL_WEIGHTS_ID:
+        print("hetmm-fast import-official: no weights file given and none in torchvision's cache, so the bank "
+              "cannot be loaded for predict; import again with --weights <wide_resnet101_2-32ee1156.pth>",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_export_official(args) -> int:
+    from .compat import export_official
+
+    for path in export_official(args.bank, args.out_dir):
+        print(f"wrote {path}")
+    return 0
+
+
 COMMANDS = {"fit": cmd_fit, "select": cmd_select, "predict": cmd_predict, "eval": cmd_eval,
-            "benchmark": cmd_benchmark, "demo": cmd_demo, "info": cmd_info}
+            "benchmark": cmd_benchmark, "demo": cmd_demo, "info": cmd_info,
+            "official-clusters": cmd_official_clusters, "import-official": cmd_import_official,
+            "export-official": cmd_export_official}
 
 
 def main(argv: list[str] | None = None) -> int:
