@@ -109,12 +109,13 @@ def _atm(op: str, query: torch.Tensor, temp: torch.Tensor, patch: int, direction
     T = temp.shape[0]
     if B == 0 or T == 0:
         return query.new_empty((B, T, H, W))
+    # The published kernels multiply in IEEE float32: never TF32, whatever torch's matmul precision says.
     if get_mode() == "fused":
-        best = window_match(query, temp, *windows)[direction]
+        best = window_match(query, temp, *windows, precision="exact")[direction]
         return best.to(query.dtype).unsqueeze(1).expand(B, T, H, W)
     out = query.new_empty((B, T, H, W))
     for t in range(T):
-        out[:, t] = window_match(query, temp[t : t + 1], *windows)[direction]
+        out[:, t] = window_match(query, temp[t : t + 1], *windows, precision="exact")[direction]
     return out
 
 

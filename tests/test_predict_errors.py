@@ -291,3 +291,19 @@ def test_cli_predict_on_error_fail_stops_at_first_bad_file(bank, folders, tmp_pa
     assert main(["predict", str(bank), str(good), "--out", str(tmp_path / "p2"), "--quiet"]) == 0
     assert list(csv.DictReader(open(tmp_path / "p2/scores.csv")))[0]["error"] == ""
     assert main(["predict", str(bank), str(tmp_path / "missing.png"), "--out", str(out), "--quiet"]) == 2
+
+
+def test_tiny_files_claiming_huge_images_are_refused_before_decoding(tmp_path):
+    """Fuzzing found files of a few hundred bytes whose headers claim 67-171 M pixels (decoding took up to 46 s
+    and 5 GB): refused by the pixels-per-byte bound under the default pixel limit; a flat image over the bound's
+    16.8 M pixel floor that really compresses that well (hundreds of pixels per byte) still reads."""
+    corpus = Path(__file__).parent / "fuzz" / "corpus" / "image"
+    bombs = sorted(corpus.glob("finding[2-6]-*"))
+    assert bombs, "fuzz corpus findings missing"
+    for path in bombs:
+        with pytest.raises(ValueError, match="pixels per byte"):
+            read_image(path)
+    flat = tmp_path / "flat.png"
+    Image.new("L", (4096, 4100), 7).save(flat)
+    assert 4096 * 4100 > 2**24 and 4096 * 4100 > 200 * flat.stat().st_size
+    assert read_image(flat).shape == (4100, 4096, 3)

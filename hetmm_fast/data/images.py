@@ -38,6 +38,13 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # absurd headers before any pixel memory is committed.
 MAX_IMAGE_PIXELS = 2**28
 
+# A file may decode to at most this many pixels per byte of its own size once the image is over
+# _DENSITY_FREE_PIXELS. Deflate (PNG, TIFF) compresses at most about 1032:1, so even a 1-bit image stores a byte per
+# ~8,300 pixels; a few hundred bytes that claim tens of millions of pixels are a malformed or malicious file whose
+# decoder would fill gigabytes (a 225-byte BMP claiming 67 M pixels decoded for 46 s).
+_MAX_PIXELS_PER_BYTE = 2**13
+_DENSITY_FREE_PIXELS = 2**24
+
 # Float inputs are expected in [0, 1]; a little slack absorbs rounding from upstream arithmetic.
 _FLOAT_RANGE_SLACK = 1e-3
 
@@ -125,7 +132,8 @@ def max_image_pixels() -> int:
 
 def _open_header(path: Path, max_pixels: int) -> Image.Image:
     """``Image.open`` (which parses the header only) plus the size checks, so nothing is decoded for a refused file."""
-    if path.stat().st_size == 0:
+    n_bytes = path.stat().st_size
+    if n_bytes == 0:
         raise ValueError(f"read_image: '{path}' is an empty file (0 bytes)")
     try:
         image = Image.open(path)
@@ -148,6 +156,12 @@ def _open_header(path: Path, max_pixels: int) -> Image.Image:
             f"read_image: '{path}' is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
             "(HETMM_MAX_IMAGE_PIXELS); refused before decoding"
         )
+    if width * height > max(_DENSITY_FREE_PIXELS, _MAX_PIXELS_PER_BYTE * n_bytes):
+        image.close()
+        raise ValueError(
+            f"read_image: '{path}' claims {width}x{height} pixels in a file of {n_bytes} bytes, more than "
+            f"{_MAX_PIXELS_PER_BYTE} pixels per byte, which no valid compression reaches; refused before decoding"
+        )
     return image
 
 
@@ -157,9 +171,10 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.
     Grayscale is repeated to three channels, alpha is dropped, palette and CMYK images are converted, 16-bit
     images are scaled to 8 bits (see ``_pil_to_rgb_array``).
 
-    The size in the file's header is checked before anything is decoded: an empty file, a zero-size image, or
-    one of more than ``max_pixels`` pixels (default :func:`max_image_pixels`) is refused, and so is what Pillow
-    refuses as a possible decompression bomb.
+    The size in the file's header is checked before anything is decoded: an empty file, a zero-size image, one
+    of more than ``max_pixels`` pixels (default :func:`max_image_pixels`), or one over 16.8 M pixels that claims
+    more than 8192 pixels per byte of file (beyond what any valid compression reaches) is refused, and so is what
+    Pillow refuses as a possible decompression bomb.
 
     Raises:
         FileNotFoundError: the file does not exist.
