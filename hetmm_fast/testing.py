@@ -148,6 +148,36 @@ def tf32_truncate(x: torch.Tensor) -> torch.Tensor:
     return (bits & ~0x1FFF).view(torch.float32)
 
 
+def precision_race(backend: str, query: torch.Tensor, templates: torch.Tensor, fwd_window: int, bwd_window: int,
+                   rounds: int = 10) -> list[str]:
+    """Two threads call ``window_match`` at once, one with precision "exact" and one with "tf32", ``rounds`` times
+    each; returns the precisions whose results ever differed from a single-threaded call with the same precision
+    (``[]``: no call saw the other's setting)."""
+    import threading
+
+    import hetmm_fast as hf
+
+    precisions = ("exact", "tf32")
+    want = {p: hf.window_match(query, templates, fwd_window, bwd_window, backend=backend, precision=p)
+            for p in precisions}
+    bad: list[str] = []
+    start = threading.Barrier(len(precisions))
+
+    def worker(p):
+        start.wait()
+        for _ in range(rounds):
+            got = hf.window_match(query, templates, fwd_window, bwd_window, backend=backend, precision=p)
+            if not all(torch.equal(x, y) for x, y in zip(got, want[p])):
+                bad.append(p)
+
+    threads = [threading.Thread(target=worker, args=(p,)) for p in precisions]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return bad
+
+
 def brute_window_match(query: torch.Tensor, templates: torch.Tensor, kf: int, kb: int):
     """SPEC §2 by definition, float64, looping over pixels and window positions: (forward, backward) float64."""
     q = query.double()

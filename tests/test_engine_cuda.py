@@ -29,6 +29,7 @@ from hetmm_fast.testing import (
     cosine_distances,
     max_err,
     noncontiguous,
+    precision_race,
     reduction_tol,
     same_partition,
     tf32_round,
@@ -244,24 +245,8 @@ def test_precision_follows_torch_matmul_precision_when_not_given():
 @gpu
 def test_threads_with_different_precisions_do_not_race():
     """Two threads calling with different precisions at once each get their own arithmetic."""
-    import threading
-
     q, t = feats((4, 64, 12, 10), seed=29), feats((20, 64, 12, 10), seed=30)
-    want = {p: hf.window_match(q, t, 7, 3, backend="cuda", precision=p) for p in ("exact", "tf32")}
-    bad: list = []
-
-    def worker(p):
-        for _ in range(20):
-            got = hf.window_match(q, t, 7, 3, backend="cuda", precision=p)
-            if not all(torch.equal(x, y) for x, y in zip(got, want[p])):
-                bad.append(p)
-
-    threads = [threading.Thread(target=worker, args=(p,)) for p in ("exact", "tf32")]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not bad
+    assert precision_race("cuda", q, t, 7, 3, rounds=20) == []
 
 
 @gpu

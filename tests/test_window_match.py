@@ -4,7 +4,14 @@ import torch
 import hetmm_fast as hf
 from hetmm_fast import _backends
 from hetmm_fast.reference.window_match import window_match as reference_window_match
-from hetmm_fast.testing import brute_window_match, noncontiguous, reduction_tol, unit_features, within_reference_error
+from hetmm_fast.testing import (
+    brute_window_match,
+    noncontiguous,
+    precision_race,
+    reduction_tol,
+    unit_features,
+    within_reference_error,
+)
 
 BACKENDS = [b for b, why in hf.available_backends().items() if not why and b != "cuda"]
 
@@ -262,29 +269,13 @@ def test_threads_with_different_precisions_get_their_own_results():
     """No process-wide precision: two threads calling with different values at once each get what their own call
     asks for (on a CPU both compute exactly, so each equals the single-threaded result), and the ops that once set a
     process-wide value do not exist."""
-    import threading
-
     for op in ("_cuda_set_fp32_precision", "_cuda_fp32_precision", "_cuda_set_window_match_max_warps",
                "_cuda_set_window_match_splits"):
         assert not hasattr(torch.ops.hetmm, op), op
     q, t = unit_features((2, 16, 9, 8), seed=47), unit_features((5, 16, 9, 8), seed=48)
-    want = hf.window_match(q, t, 5, 3, backend="cpu", precision="exact")
-    bad: list = []
-    start = threading.Barrier(2)
-
-    def worker(precision):
-        start.wait()
-        for _ in range(10):
-            got = hf.window_match(q, t, 5, 3, backend="cpu", precision=precision)
-            if not all(torch.equal(x, y) for x, y in zip(got, want)):
-                bad.append(precision)
-
-    threads = [threading.Thread(target=worker, args=(p,)) for p in ("exact", "tf32")]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not bad
+    exact = hf.window_match(q, t, 5, 3, backend="cpu", precision="exact")
+    assert all(torch.equal(a, b) for a, b in zip(hf.window_match(q, t, 5, 3, backend="cpu", precision="tf32"), exact))
+    assert precision_race("cpu", q, t, 5, 3) == []
 
 
 def test_cuda_engine_source_has_no_setters():

@@ -65,6 +65,19 @@ class TestItem:
     mask_path: Path | None
 
 
+def images_or_note(folder: Path, missing: list[str]) -> list[Path]:
+    """The images in ``folder``; when it is absent or holds none, ``[]`` and a note in ``missing`` (readers collect
+    every missing part of a category before refusing it, so one error names them all)."""
+    if not folder.is_dir():
+        missing.append(f"folder {folder}")
+        return []
+    try:
+        return list_images(folder)
+    except FileNotFoundError:
+        missing.append(f"images in {folder}")
+        return []
+
+
 def _find_mask(folder: Path, stem: str) -> Path | None:
     for ext in IMAGE_EXTENSIONS:
         for candidate in (folder / f"{stem}{MASK_SUFFIX}{ext}", folder / f"{stem}{MASK_SUFFIX}{ext.upper()}"):
@@ -140,7 +153,7 @@ class MVTecCategory:
         missing: list[str] = []
         train_dir = folder / "train" / GOOD
         test_dir = folder / "test"
-        self.train_paths: list[Path] = self._images_or_note(train_dir, missing)
+        self.train_paths: list[Path] = images_or_note(train_dir, missing)
         test_folders: list[Path] = []
         if not test_dir.is_dir():
             missing.append(f"folder {test_dir}")
@@ -150,7 +163,7 @@ class MVTecCategory:
                 missing.append(f"subfolders of {test_dir} (expected test/good and test/<defect>)")
         test_items: list[TestItem] = []
         for sub in test_folders:
-            paths = self._images_or_note(sub, missing)
+            paths = images_or_note(sub, missing)
             if sub.name == GOOD:
                 test_items.extend(TestItem(p, 0, GOOD, None) for p in paths)
             else:
@@ -162,17 +175,6 @@ class MVTecCategory:
             )
         self.test_items: list[TestItem] = test_items
         self.defect_types: list[str] = [p.name for p in test_folders if p.name != GOOD]
-
-    @staticmethod
-    def _images_or_note(folder: Path, missing: list[str]) -> list[Path]:
-        if not folder.is_dir():
-            missing.append(f"folder {folder}")
-            return []
-        try:
-            return list_images(folder)
-        except FileNotFoundError:
-            missing.append(f"images in {folder}")
-            return []
 
     def __repr__(self) -> str:
         return (

@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from hetmm_fast.data.images import IMAGE_EXTENSIONS, list_images
-from hetmm_fast.data.mvtec import GOOD, MVTecCategory, TestItem, list_categories
+from hetmm_fast.data.images import IMAGE_EXTENSIONS
+from hetmm_fast.data.mvtec import GOOD, MVTecCategory, TestItem, images_or_note, list_categories
 
 __all__ = ["Suite", "SUITES", "get_suite", "SuiteCategory", "VisACategory", "BTADCategory", "LOCOCategory",
            "SDSaliencyCategory"]
@@ -53,17 +53,6 @@ def _is_image(path: Path) -> bool:
 
 def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _images_or_note(folder: Path, missing: list[str]) -> list[Path]:
-    if not folder.is_dir():
-        missing.append(f"folder {folder}")
-        return []
-    try:
-        return list_images(folder)
-    except FileNotFoundError:
-        missing.append(f"images in {folder}")
-        return []
 
 
 def _mask_by_stem(folder: Path, stem: str) -> Path | None:
@@ -220,9 +209,9 @@ class BTADCategory(SuiteCategory):
             raise FileNotFoundError(f"BTAD: category '{category}' not found in '{root}'; categories there: "
                                     f"{btad_categories(root)}")
         missing: list[str] = []
-        train = _images_or_note(folder / "train" / "ok", missing)
-        good = _images_or_note(folder / "test" / "ok", missing)
-        bad = _images_or_note(folder / "test" / "ko", missing)
+        train = images_or_note(folder / "train" / "ok", missing)
+        good = images_or_note(folder / "test" / "ok", missing)
+        bad = images_or_note(folder / "test" / "ko", missing)
         if missing:
             raise FileNotFoundError(f"BTAD: '{folder}' is not a valid BTAD category; missing: " + "; ".join(missing))
         gt = folder / "ground_truth" / "ko"
@@ -264,11 +253,11 @@ class LOCOCategory(SuiteCategory):
             raise FileNotFoundError(f"MVTec LOCO AD: category '{base}' not found in '{root}'; categories there: "
                                     f"{list_categories(root)}")
         missing: list[str] = []
-        train = _images_or_note(folder / "train" / GOOD, missing)
-        items = [TestItem(p, 0, GOOD, None) for p in _images_or_note(folder / "test" / GOOD, missing)]
+        train = images_or_note(folder / "train" / GOOD, missing)
+        items = [TestItem(p, 0, GOOD, None) for p in images_or_note(folder / "test" / GOOD, missing)]
         for kind in ([LOCO_TYPES[sub]] if sub else sorted(LOCO_TYPES.values())):
             gt = folder / "ground_truth" / kind
-            for p in _images_or_note(folder / "test" / kind, missing):
+            for p in images_or_note(folder / "test" / kind, missing):
                 masks = gt / p.stem
                 has = masks.is_dir() and any(_is_image(m) for m in masks.iterdir())
                 items.append(TestItem(p, 1, kind, masks if has else None))
