@@ -18,6 +18,9 @@ TORCH_LIBRARY(hetmm, m) {
   m.def("optics_labels(Tensor dist, int min_samples, float xi) -> Tensor");
   // templates [N, C, H, W] -> indices [size, H, W] int64; SPEC §4.
   m.def("pts_select(Tensor templates, int size) -> Tensor");
+  // templates [N, C, H, W] -> labels [N, H, W] int64: the OPTICS labels pts_select starts from at each pixel
+  // (min_samples = max(2, N // size), xi = 0.05; -1 = noise); SPEC §4 step 1. CPU kernel only.
+  m.def("pts_labels(Tensor templates, int size) -> Tensor");
   // templates [N, C, H, W], index [K, H, W] int64 -> sheets [K, C, H, W], out[k, c, y, x] = templates[index[k, y, x],
   // c, y, x] (the gather after pts_select; CPU kernel only, other devices use torch.gather).
   m.def("gather_sheets(Tensor templates, Tensor index) -> Tensor");

@@ -17,11 +17,11 @@ Detector::
 from __future__ import annotations
 
 from ._backends import available_backends
-from .ops import optics_labels, pixel_major, pts_select, window_match
+from .ops import optics_labels, pixel_major, pts_labels, pts_select, window_match
 
 __version__ = "0.1.0"
-__all__ = ["HETMM", "GraphedAnomalyMap", "Prediction", "available_backends", "optics_labels", "pixel_major", "pts_select",
-           "window_match", "__version__"]
+__all__ = ["HETMM", "GraphedAnomalyMap", "Prediction", "available_backends", "optics_labels", "pixel_major",
+           "pts_labels", "pts_select", "window_match", "__version__"]
 
 
 def __getattr__(name: str):

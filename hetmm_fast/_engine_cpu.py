@@ -57,6 +57,14 @@ if hasattr(torch.ops.hetmm, "gather_sheets"):  # absent from builds older than t
     torch.library.register_fake("hetmm::gather_sheets")(_gather_sheets_fake)
 
 
+def _pts_labels_fake(templates, size):
+    return templates.new_empty(templates.shape[:1] + templates.shape[2:], dtype=torch.int64)
+
+
+if hasattr(torch.ops.hetmm, "pts_labels"):  # absent from builds older than the op
+    torch.library.register_fake("hetmm::pts_labels")(_pts_labels_fake)
+
+
 def cpu_reasons(tensors: Sequence[torch.Tensor], dtypes: Sequence[torch.dtype]) -> list[str]:
     """Why the CPU kernels cannot take ``tensors``: not on the CPU, or a dtype outside ``dtypes`` ([] = they can)."""
     why = []
@@ -88,6 +96,8 @@ _OPS: list[tuple[str, Callable, Callable[[Sequence[torch.Tensor]], list[str]]]] 
     ("window_match", window_match, _window_match_can_run),
     ("optics_labels", torch.ops.hetmm.optics_labels.default, lambda ts: cpu_reasons(ts, (torch.float64,))),
     ("pts_select", torch.ops.hetmm.pts_select.default, lambda ts: cpu_reasons(ts, WINDOW_MATCH_DTYPES)),
+    ("pts_labels", lambda templates, size: torch.ops.hetmm.pts_labels(templates, size),
+     lambda ts: cpu_reasons(ts, WINDOW_MATCH_DTYPES)),
     (
         "gather_sheets",
         lambda templates, index: torch.ops.hetmm.gather_sheets(templates, index),

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .ops import optics_labels, window_match
+from .ops import pts_labels, window_match
 from .ops.pts_select import _gather
 
 __all__ = ["MODES", "OFFICIAL_WEIGHTS_ID", "OfficialFileError", "PTS", "backward_ATM", "export_official",
@@ -273,7 +273,8 @@ def _min_samples(n: int, tsize: int, where: str) -> int:
 
 
 def optics_clusters(tdict: dict, tsize: int, backend: str | None = None) -> dict:
-    """The published clusters of every layer of ``tdict``, computed with :func:`hetmm_fast.optics_labels`.
+    """The published clusters of every layer of ``tdict``, computed with :func:`hetmm_fast.pts_labels` (the compiled
+    engine's Gram products and OPTICS, all pixels in parallel).
 
     Args:
         tdict: dict ``layer -> Tensor[N, C, H, W]`` (an official ALL file's content, L2-normalised features).
@@ -292,13 +293,9 @@ def optics_clusters(tdict: dict, tsize: int, backend: str | None = None) -> dict
         if not isinstance(t, torch.Tensor) or t.dim() != 4 or not t.is_floating_point() or 0 in t.shape:
             raise ValueError(f"optics_clusters: {key!r} must be a non-empty floating-point Tensor[N, C, H, W], got "
                              f"{type(t).__name__} {tuple(getattr(t, 'shape', ()))}")
-        N, C, H, W = t.shape
-        m = _min_samples(N, tsize, f"optics_clusters({key!r})")
-        labels = torch.empty((N, H * W), dtype=torch.float32)
-        for p0, p1, g in _gram_chunks(t.reshape(N, C, H * W)):
-            dist = (1.0 - g).clamp_min_(0.0)
-            labels[:, p0:p1] = optics_labels(dist, m, 0.05, backend=backend).t().float().cpu()
-        out[key] = labels.view(N, H, W)
+        _min_samples(t.shape[0], tsize, f"optics_clusters({key!r})")  # refuses what scikit-learn would
+        # With N // tsize >= 2, pts_labels clusters with exactly min_samples = N // tsize, xi = 0.05.
+        out[key] = pts_labels(t, tsize, backend=backend).float().cpu()
     return out
 
 

@@ -38,6 +38,10 @@ SAMPLES = {  # op -> list of argument tuples for torch.library.opcheck
     ],
     "optics_labels": [_optics_sample()],
     "pts_select": [(unit_features((12, 8, 3, 4), seed=7), 4)],
+    "pts_labels": [
+        (unit_features((12, 8, 3, 4), seed=11), 4),
+        (noncontiguous(unit_features((9, 5, 2, 3), seed=12)).half(), 2),
+    ],
     "gather_sheets": [
         (unit_features((12, 8, 3, 4), seed=8), torch.randint(0, 12, (5, 3, 4), generator=torch.Generator().manual_seed(9))),
         (noncontiguous(unit_features((6, 3, 2, 5), seed=10)).half(), torch.zeros((2, 2, 5), dtype=torch.int64)),
@@ -46,7 +50,7 @@ SAMPLES = {  # op -> list of argument tuples for torch.library.opcheck
 
 
 def test_every_op_has_a_sample():
-    assert set(SAMPLES) == {"window_match", "optics_labels", "pts_select", "gather_sheets"}
+    assert set(SAMPLES) == {"window_match", "optics_labels", "pts_select", "pts_labels", "gather_sheets"}
     assert "window_match" in _engine_cpu.REGISTERED
     assert set(_engine_cpu.REGISTERED) <= set(SAMPLES)
 
@@ -76,11 +80,13 @@ def test_fake_kernels_give_output_shapes():
         f, b = torch.ops.hetmm.window_match(q, t, 3, 3)
         labels = torch.ops.hetmm.optics_labels(torch.empty(6, 9, 9, dtype=torch.float64), 2, 0.05)
         idx = torch.ops.hetmm.pts_select(torch.empty(9, 4, 5, 7), 3)
+        clusters = torch.ops.hetmm.pts_labels(torch.empty(9, 4, 5, 7), 3)
         sheets = torch.ops.hetmm.gather_sheets(torch.empty(9, 4, 5, 7, dtype=torch.float16), idx)
     assert sheets.shape == (3, 4, 5, 7) and sheets.dtype == torch.float16
     assert f.shape == b.shape == (3, 5, 7) and f.dtype == b.dtype == torch.float32
     assert labels.shape == (6, 9) and labels.dtype == torch.int64
     assert idx.shape == (3, 5, 7) and idx.dtype == torch.int64
+    assert clusters.shape == (9, 5, 7) and clusters.dtype == torch.int64
 
 
 def test_can_run_reasons():

@@ -137,3 +137,38 @@ def test_bit_identical_with_one_and_two_threads(backend):
         assert n == threads
         out[threads] = digest
     assert out["1"] == out["2"]
+
+
+# pts_labels: the clustering step alone.
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n, c, size, seed", [(24, 6, 4, 0), (60, 16, 10, 11), (17, 5, 5, 1), (12, 3, 20, 3)])
+def test_pts_labels_partitions_equal_scikit_learn(backend, n, c, size, seed):
+    from hetmm_fast.testing import same_partition
+
+    t = clustered_templates(n, c, 3, 4, seed)
+    got = hf.pts_labels(t, size, backend=backend)
+    assert got.shape == (n, 3, 4) and got.dtype == torch.int64
+    ms = min_samples_for(n, min(size, n))
+    for p0, p1, g in gram_chunks(t):
+        want = sk_optics(torch.clamp(1 - g, min=0), ms, 0.05)
+        for j in range(p1 - p0):
+            p = p0 + j
+            assert same_partition(got.view(n, -1)[:, p].numpy(), want[j].numpy()), (p, got.view(n, -1)[:, p], want[j])
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_pts_labels_are_what_pts_select_starts_from(backend, dtype):
+    """Selecting from the op's own labels with the plain-Python rules gives pts_select's indices."""
+    t = clustered_templates(30, 8, 2, 3, seed=7).to(dtype)
+    labels = hf.pts_labels(t, 6, backend=backend).view(30, -1)
+    _, idx = hf.pts_select(t, 6, backend=backend, return_indices=True)
+    for p0, p1, g in gram_chunks(t):
+        for j in range(p1 - p0):
+            want = pts_transcription(g[j].numpy(), labels[:, p0 + j].tolist(), 6)
+            assert idx.view(6, -1)[:, p0 + j].tolist() == want
+    torch.library.opcheck(torch.ops.hetmm.pts_labels.default, (t.float(), 6))
+    with pytest.raises(ValueError, match=r"hetmm.pts_labels \(cpu\): size must be in \[1, N=30\], got 31"):
+        torch.ops.hetmm.pts_labels(t, 31)

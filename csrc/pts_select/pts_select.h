@@ -65,6 +65,14 @@ int64_t pts_select_cpu(const float* x, int64_t N, int64_t C, int64_t H, int64_t 
 int64_t pts_select_cpu(const double* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sN, int64_t sC,
                        int64_t sH, int64_t sW, int64_t K, int64_t* out, int num_threads = 0);
 
+// pts_labels: step 2 alone, the OPTICS labels each pixel's selection starts from: labels[N, H*W] int64 (contiguous),
+// labels[i, p] = cluster of template i at pixel p (-1 = noise; clusters numbered as optics_labels.h does), with
+// min_samples = pts_min_samples(N, K). Same Gram matrices, threading and return value as pts_select_cpu.
+int64_t pts_labels_cpu(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sN, int64_t sC,
+                       int64_t sH, int64_t sW, int64_t K, int64_t* labels, int num_threads = 0);
+int64_t pts_labels_cpu(const double* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sN, int64_t sC,
+                       int64_t sH, int64_t sW, int64_t K, int64_t* labels, int num_threads = 0);
+
 // gather_sheets: the selected template vectors, out[k, c, y, x] = x[idx[k, y, x], c, y, x] (out contiguous
 // [K, C, H, W]; x any strides as above; idx contiguous [K, H, W], every value in [0, N), checked by the caller).
 // Elements are copied bit for bit (elem_bytes 2, 4 or 8: float16/bfloat16, float32, float64). OpenMP over (channel,

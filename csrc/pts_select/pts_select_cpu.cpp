@@ -363,9 +363,10 @@ struct PackBuffer {
     T* get() const { return ptr.get(); }
 };
 
+// out (nullable): the K choices, [K, P]; labels_out (nullable): the OPTICS labels of step 2, [N, P].
 template <typename T>
 int64_t pts_select_impl(const T* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sN, int64_t sC, int64_t sH,
-                        int64_t sW, int64_t K, int64_t* out, int num_threads) {
+                        int64_t sW, int64_t K, int64_t* out, int64_t* labels_out, int num_threads) {
     const int64_t P = H * W;
     const int64_t ld = gram_ld(N);
     const int64_t min_samples = pts_min_samples(N, K);
@@ -425,7 +426,9 @@ int64_t pts_select_impl(const T* x, int64_t N, int64_t C, int64_t H, int64_t W, 
                     continue;
                 }
                 optics_xi_rounded(rounded.get(), ld, N, min_samples, 0.05, optics_ws, labels.data(), true);
-                pts_choose(gram.get(), ld, N, labels.data(), K, pts_ws, out + p, P);
+                if (labels_out != nullptr)
+                    for (int64_t i = 0; i < N; ++i) labels_out[i * P + p] = labels[static_cast<size_t>(i)];
+                if (out != nullptr) pts_choose(gram.get(), ld, N, labels.data(), K, pts_ws, out + p, P);
             }
         }
 #ifdef _OPENMP
@@ -598,12 +601,22 @@ void pts_choose(const double* G, int64_t ld, int64_t N, const int64_t* labels, i
 
 int64_t pts_select_cpu(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sN, int64_t sC,
                        int64_t sH, int64_t sW, int64_t K, int64_t* out, int num_threads) {
-    return pts_select_impl(x, N, C, H, W, sN, sC, sH, sW, K, out, num_threads);
+    return pts_select_impl(x, N, C, H, W, sN, sC, sH, sW, K, out, nullptr, num_threads);
 }
 
 int64_t pts_select_cpu(const double* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sN, int64_t sC,
                        int64_t sH, int64_t sW, int64_t K, int64_t* out, int num_threads) {
-    return pts_select_impl(x, N, C, H, W, sN, sC, sH, sW, K, out, num_threads);
+    return pts_select_impl(x, N, C, H, W, sN, sC, sH, sW, K, out, nullptr, num_threads);
+}
+
+int64_t pts_labels_cpu(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sN, int64_t sC,
+                       int64_t sH, int64_t sW, int64_t K, int64_t* labels, int num_threads) {
+    return pts_select_impl(x, N, C, H, W, sN, sC, sH, sW, K, nullptr, labels, num_threads);
+}
+
+int64_t pts_labels_cpu(const double* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t sN, int64_t sC,
+                       int64_t sH, int64_t sW, int64_t K, int64_t* labels, int num_threads) {
+    return pts_select_impl(x, N, C, H, W, sN, sC, sH, sW, K, nullptr, labels, num_threads);
 }
 
 }  // namespace hetmm

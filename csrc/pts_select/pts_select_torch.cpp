@@ -1,5 +1,6 @@
-// Tensor-level CPU wrappers of pts_select and gather_sheets. pts_select: boundary checks, dtype handling, output allocation; the work is done by the
-// torch-free hetmm::pts_select_cpu (pts_select_cpu.cpp) with torch's intra-op thread count. float32 and float64
+// Tensor-level CPU wrappers of pts_select, pts_labels and gather_sheets. pts_select / pts_labels: boundary checks,
+// dtype handling, output allocation; the work is done by the torch-free hetmm::pts_select_cpu / pts_labels_cpu
+// (pts_select_cpu.cpp) with torch's intra-op thread count (labels == true: pts_labels). float32 and float64
 // inputs are passed as they are (any strides, no copy); float16 and bfloat16 inputs are converted exactly to float32
 // in bands of image rows (at most ~64 MiB at a time), so the result is the float32 kernel's on the same values.
 #include <ATen/Parallel.h>
@@ -18,38 +19,46 @@ namespace {
 
 constexpr int64_t kConvertBudget = int64_t(64) << 20;  // bytes of float32 copy per band (float16/bfloat16 input)
 
+// labels == false: pts_select's K choices per pixel; true: pts_labels' N labels per pixel.
 template <typename T>
-int64_t run_kernel(const at::Tensor& t, int64_t size, int64_t* out) {
-  return pts_select_cpu(t.const_data_ptr<T>(), t.size(0), t.size(1), t.size(2), t.size(3), t.stride(0), t.stride(1),
-                        t.stride(2), t.stride(3), size, out, at::get_num_threads());
+int64_t run_kernel(const at::Tensor& t, int64_t size, bool labels, int64_t* out) {
+  const T* x = t.const_data_ptr<T>();
+  const int64_t n = t.size(0), c = t.size(1), h = t.size(2), w = t.size(3);
+  const int64_t s0 = t.stride(0), s1 = t.stride(1), s2 = t.stride(2), s3 = t.stride(3);
+  const int threads = at::get_num_threads();
+  return labels ? pts_labels_cpu(x, n, c, h, w, s0, s1, s2, s3, size, out, threads)
+                : pts_select_cpu(x, n, c, h, w, s0, s1, s2, s3, size, out, threads);
 }
 
-void check_finite(int64_t bad_pixel, int64_t y0, int64_t W) {
-  TORCH_CHECK_VALUE(bad_pixel < 0, "hetmm.pts_select (cpu): templates has a non-finite value (NaN or inf) at pixel ",
+void check_finite(const char* op, int64_t bad_pixel, int64_t y0, int64_t W) {
+  TORCH_CHECK_VALUE(bad_pixel < 0, "hetmm.", op, " (cpu): templates has a non-finite value (NaN or inf) at pixel ",
                     "(y, x) = (", y0 + bad_pixel / W, ", ", bad_pixel % W, ")");
 }
 
-at::Tensor pts_select_cpu_torch(const at::Tensor& templates, int64_t size) {
-  TORCH_CHECK(templates.device().is_cpu(), "hetmm.pts_select (cpu): templates must be a CPU tensor, got ",
+// The shared boundary of pts_select and pts_labels: checks, dtype handling, output [rows, H, W] int64 with
+// rows = size (choices) or N (labels).
+at::Tensor pts_cpu_torch(const char* op, const at::Tensor& templates, int64_t size, bool labels) {
+  TORCH_CHECK(templates.device().is_cpu(), "hetmm.", op, " (cpu): templates must be a CPU tensor, got ",
               templates.device());
-  TORCH_CHECK_VALUE(templates.dim() == 4, "hetmm.pts_select (cpu): templates must be 4-D [N, C, H, W], got ",
+  TORCH_CHECK_VALUE(templates.dim() == 4, "hetmm.", op, " (cpu): templates must be 4-D [N, C, H, W], got ",
                     templates.sizes());
   const at::ScalarType dtype = templates.scalar_type();
   TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
-                   "hetmm.pts_select (cpu): templates dtype must be float32, float64, float16 or bfloat16, got ",
+                   "hetmm.", op, " (cpu): templates dtype must be float32, float64, float16 or bfloat16, got ",
                    dtype);
   const int64_t N = templates.size(0), C = templates.size(1), H = templates.size(2), W = templates.size(3);
-  TORCH_CHECK_VALUE(N > 0 && C > 0, "hetmm.pts_select (cpu): templates [N, C, H, W] needs N, C >= 1, got ",
+  TORCH_CHECK_VALUE(N > 0 && C > 0, "hetmm.", op, " (cpu): templates [N, C, H, W] needs N, C >= 1, got ",
                     templates.sizes());
-  TORCH_CHECK_VALUE(size >= 1 && size <= N, "hetmm.pts_select (cpu): size must be in [1, N=", N, "], got ", size);
+  TORCH_CHECK_VALUE(size >= 1 && size <= N, "hetmm.", op, " (cpu): size must be in [1, N=", N, "], got ", size);
 
-  at::Tensor out = at::empty({size, H, W}, templates.options().dtype(at::kLong));
+  const int64_t rows_out = labels ? N : size;
+  at::Tensor out = at::empty({rows_out, H, W}, templates.options().dtype(at::kLong));
   if (H * W == 0) return out;
   int64_t* o = out.mutable_data_ptr<int64_t>();
   if (dtype == at::kFloat) {
-    check_finite(run_kernel<float>(templates, size, o), 0, W);
+    check_finite(op, run_kernel<float>(templates, size, labels, o), 0, W);
   } else if (dtype == at::kDouble) {
-    check_finite(run_kernel<double>(templates, size, o), 0, W);
+    check_finite(op, run_kernel<double>(templates, size, labels, o), 0, W);
   } else {
     const int64_t row_bytes = N * C * W * static_cast<int64_t>(sizeof(float));
     const int64_t band = std::clamp<int64_t>(kConvertBudget / std::max<int64_t>(row_bytes, 1), 1, H);
@@ -57,17 +66,25 @@ at::Tensor pts_select_cpu_torch(const at::Tensor& templates, int64_t size) {
       const int64_t rows = std::min(band, H - y0);
       const at::Tensor chunk = templates.narrow(2, y0, rows).to(at::kFloat);
       if (rows == H) {
-        check_finite(run_kernel<float>(chunk, size, o), 0, W);
+        check_finite(op, run_kernel<float>(chunk, size, labels, o), 0, W);
         break;
       }
-      at::Tensor part = at::empty({size, rows * W}, out.options());
-      check_finite(run_kernel<float>(chunk, size, part.mutable_data_ptr<int64_t>()), y0, W);
+      at::Tensor part = at::empty({rows_out, rows * W}, out.options());
+      check_finite(op, run_kernel<float>(chunk, size, labels, part.mutable_data_ptr<int64_t>()), y0, W);
       const int64_t* src = part.const_data_ptr<int64_t>();
-      for (int64_t k = 0; k < size; ++k)
+      for (int64_t k = 0; k < rows_out; ++k)
         std::memcpy(o + k * H * W + y0 * W, src + k * rows * W, sizeof(int64_t) * static_cast<size_t>(rows * W));
     }
   }
   return out;
+}
+
+at::Tensor pts_select_cpu_torch(const at::Tensor& templates, int64_t size) {
+  return pts_cpu_torch("pts_select", templates, size, false);
+}
+
+at::Tensor pts_labels_cpu_torch(const at::Tensor& templates, int64_t size) {
+  return pts_cpu_torch("pts_labels", templates, size, true);
 }
 
 at::Tensor gather_sheets_cpu_torch(const at::Tensor& templates, const at::Tensor& index) {
@@ -104,5 +121,6 @@ at::Tensor gather_sheets_cpu_torch(const at::Tensor& templates, const at::Tensor
 
 TORCH_LIBRARY_IMPL(hetmm, CPU, m) {
   m.impl("pts_select", &hetmm::pts_select_cpu_torch);
+  m.impl("pts_labels", &hetmm::pts_labels_cpu_torch);
   m.impl("gather_sheets", &hetmm::gather_sheets_cpu_torch);
 }

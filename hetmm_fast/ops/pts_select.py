@@ -9,8 +9,11 @@ from .. import _backends
 from .._validate import check_pts, check_values
 from ..reference.pts_select import gather_sheets as _reference_gather
 from ..reference.pts_select import pts_indices as _reference
+from ..reference.pts_select import pts_labels as _reference_labels
 
 _backends.register("pts_select", "torch", lambda templates, size: _reference(templates, size), lambda tensors: [])
+_backends.register("pts_labels", "torch", lambda templates, size: _reference_labels(templates, size),
+                   lambda tensors: [])
 _backends.register("gather_sheets", "torch", _reference_gather, lambda tensors: [])
 
 
@@ -67,3 +70,23 @@ def pts_select(
         idx = torch.cat(parts, dim=1)
         out = _gather(templates, idx, name)
     return (out, idx) if return_indices else out
+
+
+def pts_labels(templates: torch.Tensor, size: int = 60, backend: str | None = None) -> torch.Tensor:
+    """The OPTICS labels PTS starts from at every pixel (SPEC §4 step 1), without the selection.
+
+    Args:
+        templates: Tensor[N, C, H, W] (the ALL set of one layer), L2-normalised over C.
+        size: K; the clustering uses ``min_samples = max(2, N // K)`` and xi = 0.05, as :func:`pts_select` does.
+        backend: see :func:`hetmm_fast.window_match` (a compiled CPU kernel, else the reference's scikit-learn).
+
+    Returns:
+        Tensor[N, H, W] int64: ``labels[i, y, x]`` the cluster of template i at pixel (y, x), -1 for noise; clusters
+        are numbered in the order OPTICS extracts them (compare partitions, not numbers, across implementations).
+    """
+    check_pts(templates, size)
+    size = min(size, templates.shape[0])
+    name, fn = _backends.select("pts_labels", backend, (templates,))
+    if name == "torch":  # the compiled engines check the values in their kernels
+        check_values("pts_labels", "templates", templates)
+    return fn(templates, size)

@@ -70,6 +70,18 @@ def gather_sheets(templates: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.gather(templates, 0, idx.unsqueeze(1).expand(K, C, H, W))
 
 
+def pts_labels(templates: torch.Tensor, size: int,
+               optics: Callable[[torch.Tensor, int, float], torch.Tensor] = _sk_optics) -> torch.Tensor:
+    """``templates`` Tensor[N, C, H, W] -> Tensor[N, H, W] int64: at every pixel the OPTICS labels that the selection
+    starts from (``min_samples = max(2, N // size)``, xi = 0.05, -1 = noise), SPEC §4 step 1."""
+    N, C, H, W = templates.shape
+    ms = min_samples_for(N, min(size, N))
+    out = torch.empty((N, H * W), dtype=torch.int64)
+    for p0, p1, g in gram_chunks(templates.cpu()):
+        out[:, p0:p1] = optics(torch.clamp(1.0 - g, min=0.0), ms, 0.05).cpu().t()
+    return out.view(N, H, W).to(templates.device)
+
+
 def pts_indices(
     templates: torch.Tensor, size: int, optics: Callable[[torch.Tensor, int, float], torch.Tensor] = _sk_optics,
     progress: Callable[[int], None] | None = None,
