@@ -109,6 +109,7 @@ def _import_engines() -> None:
             importlib.import_module(module)
         except EngineUnavailable as exc:  # the engine module explains itself, e.g. "extension built without CUDA"
             _ENGINE_ERRORS[name] = str(exc)
+            continue  # a reason, not a broken extension
         except ModuleNotFoundError as exc:
             if name == "triton":
                 _ENGINE_ERRORS[name] = f"not available ({exc})"

@@ -71,3 +71,25 @@ def test_damaged_extension_with_strict_raises_on_every_op(tmp_path):
 def test_pure_python_install_is_quiet(tmp_path, strict):
     out = run_copy(tmp_path, None, strict=strict)
     assert "BACKEND torch" in out and "WARNING" not in out and "RAISED" not in out, out
+
+
+def test_engine_with_nothing_to_offer_is_a_reason_not_a_broken_extension(tmp_path):
+    """A CPU-only build's CUDA engine raises EngineUnavailable: recorded as the reason, no warning, not strict."""
+    (tmp_path / "fake_engine.py").write_text(
+        "from hetmm_fast._backends import EngineUnavailable\nraise EngineUnavailable('no kernels for this device')\n")
+    script = """
+import warnings
+import hetmm_fast._backends as b
+b._ENGINE_MODULES = {"cuda": "fake_engine"}
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    b._load_engines()
+print("ERR", b._ENGINE_ERRORS.get("cuda"))
+print("BROKEN", b._BROKEN_EXTENSION)
+print("WARNINGS", sum(issubclass(w.category, RuntimeWarning) for w in caught))
+"""
+    env = {"PATH": "/usr/bin:/bin", "HETMM_STRICT": "1", "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ERR no kernels for this device" in proc.stdout
+    assert "BROKEN None" in proc.stdout and "WARNINGS 0" in proc.stdout, proc.stdout
