@@ -265,20 +265,31 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _fmt(v) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def _report_failures(doc: dict, categories, json_path) -> bool:
+    """Print a stderr line naming the categories of ``doc`` that failed; True when there were any."""
+    failed = [c for c in categories if c in doc["failed"]]
+    if failed:
+        names = ", ".join(f"{c} ({doc['failed'][c]['type']})" for c in failed)
+        where = f"; errors recorded in {json_path}, rerun with --resume to evaluate only these" if json_path else ""
+        print(f"failed: {len(failed)} of {len(categories)} categories: {names}{where}", file=sys.stderr)
+    return bool(failed)
+
+
 def _run_eval(root, categories, tsize, kwargs, out_dir, json_path, quiet, resume: bool = False) -> dict:
     """Evaluate ``categories``, printing a line per category, the table and a summary naming failed categories.
     Returns the results record of :func:`hetmm_fast.evaluate.evaluate_dataset`."""
     from .evaluate import evaluate_dataset, format_table
 
-    def fmt(v) -> str:
-        return "–" if v is None else f"{v:.3f}"
-
     def report(cat: str, status: str, r: dict) -> None:
         if status == "failed":
             print(f"{cat}: FAILED ({r['type']}: {r['message']})", flush=True)
             return
-        line = (f"{cat}: image AUROC {fmt(r['image_auroc'])}  pixel AUROC {fmt(r['pixel_auroc'])}  "
-                f"AUPRO {fmt(r['aupro'])}")
+        line = (f"{cat}: image AUROC {_fmt(r['image_auroc'])}  pixel AUROC {_fmt(r['pixel_auroc'])}  "
+                f"AUPRO {_fmt(r['aupro'])}")
         if r.get("skipped"):
             reasons = {}
             for metric, why in r["skipped"].items():
@@ -295,11 +306,7 @@ def _run_eval(root, categories, tsize, kwargs, out_dir, json_path, quiet, resume
     print(format_table({c: doc["categories"][c] for c in categories if c in doc["categories"]}))
     if json_path:
         print(f"wrote {json_path}")
-    failed = [c for c in categories if c in doc["failed"]]
-    if failed:
-        names = ", ".join(f"{c} ({doc['failed'][c]['type']})" for c in failed)
-        where = f"; errors recorded in {json_path}, rerun with --resume to evaluate only these" if json_path else ""
-        print(f"failed: {len(failed)} of {len(categories)} categories: {names}{where}", file=sys.stderr)
+    _report_failures(doc, categories, json_path)
     return doc
 
 
@@ -353,9 +360,6 @@ def cmd_benchmark(args) -> int:
                   detector_kwargs={"batch_size": args.batch_size, **_dtype_kwargs(args)})
     done = [0]
 
-    def fmt(v) -> str:
-        return "–" if v is None else f"{v:.3f}"
-
     def report(cat: str, status: str, r: dict) -> None:
         done[0] += 1
         head = f"[{done[0]}/{len(cats)}] {cat}:"
@@ -363,8 +367,8 @@ def cmd_benchmark(args) -> int:
             print(f"{head} FAILED ({r['type']}: {r['message']})", flush=True)
             return
         t = r["timings"]
-        print(f"{head} image AUROC {fmt(r['image_auroc'])}  pixel AUROC {fmt(r['pixel_auroc'])}  AUPRO "
-              f"{fmt(r['aupro'])}  ({t['templates']:.1f} s templates, {t.get('pts', 0.0):.1f} s PTS, "
+        print(f"{head} image AUROC {_fmt(r['image_auroc'])}  pixel AUROC {_fmt(r['pixel_auroc'])}  AUPRO "
+              f"{_fmt(r['aupro'])}  ({t['templates']:.1f} s templates, {t.get('pts', 0.0):.1f} s PTS, "
               f"{t['predict']:.1f} s predict)" + (f" (finished earlier, kept from {args.json})"
                                                    if status == "resumed" else ""), flush=True)
 
@@ -385,13 +389,7 @@ def cmd_benchmark(args) -> int:
         md = Path(args.json).with_suffix(".md")
         atomic_write_text(md, table + "\n")
         print(f"wrote {args.json} and {md}")
-    failed = [c for c in cats if c in doc["failed"]]
-    if failed:
-        where = f"; errors recorded in {args.json}, rerun with --resume to evaluate only these" if args.json else ""
-        print(f"failed: {len(failed)} of {len(cats)} categories: "
-              + ", ".join(f"{c} ({doc['failed'][c]['type']})" for c in failed) + where, file=sys.stderr)
-        return 1
-    return 0
+    return 1 if _report_failures(doc, cats, args.json) else 0
 
 
 def cmd_demo(args) -> int:

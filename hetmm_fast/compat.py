@@ -28,6 +28,7 @@ import torch
 from . import __version__
 from .ops import pts_labels, window_match
 from .ops.pts_select import _gather
+from .reference.pts_select import gram_chunks
 
 __all__ = ["MODES", "OFFICIAL_WEIGHTS_ID", "OfficialFileError", "PTS", "backward_ATM", "export_official",
            "forward_ATM", "get_mode", "import_official", "optics_clusters", "read_official", "set_mode",
@@ -36,7 +37,6 @@ __all__ = ["MODES", "OFFICIAL_WEIGHTS_ID", "OfficialFileError", "PTS", "backward
 MODES = ("exact", "fused")
 MODE_ENV = "HETMM_COMPAT_MODE"
 _FEATURE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_BUDGET_BYTES = 64 << 20  # Gram / distance matrices held at once by PTS and the clustering
 
 _mode: str | None = None
 
@@ -176,16 +176,6 @@ def _check_pts(temp, clus, tsize) -> None:
         raise ValueError(f"{op}: temp holds NaN or infinite values")
 
 
-def _gram_chunks(x: torch.Tensor, budget: int = _BUDGET_BYTES):
-    """``x`` Tensor[N, C, P] -> ``(p0, p1, G)``, G Tensor[p1 - p0, N, N] float64 = per-pixel Gram matrices."""
-    N, _, P = x.shape
-    chunk = max(1, min(P, budget // max(1, N * N * 8)))
-    for p0 in range(0, P, chunk):
-        p1 = min(P, p0 + chunk)
-        xc = x[:, :, p0:p1].to(torch.float64).permute(2, 0, 1)
-        yield p0, p1, torch.bmm(xc, xc.transpose(1, 2))
-
-
 def _choose(g: torch.Tensor, lab: torch.Tensor, k: int) -> torch.Tensor:
     """PTS choice rules for P pixels at once: ``g`` Tensor[P, N, N] float64 Gram matrices, ``lab`` Tensor[P, N]
     labels -> Tensor[P, k] chosen indices (k <= N). Every sum runs in ascending index order, one addition at a time
@@ -252,7 +242,7 @@ def PTS(temp: torch.Tensor, clus: torch.Tensor, tsize: int) -> torch.Tensor:
     k = min(tsize, N)
     lab = clus.reshape(N, H * W)
     idx = torch.empty((k, H * W), dtype=torch.int64, device=temp.device)
-    for p0, p1, g in _gram_chunks(temp.reshape(N, C, H * W)):
+    for p0, p1, g in gram_chunks(temp):
         idx[:, p0:p1] = _choose(g, lab[:, p0:p1].t(), k).t()
     sheets = _gather(temp, idx.view(k, H, W), "cuda" if temp.is_cuda else "cpu")
     if tsize > N:

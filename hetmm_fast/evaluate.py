@@ -257,6 +257,10 @@ def eval_settings(*, tsize: int | None = 60, backbone: str | None = "efficientne
             "backbone_dtype": _dtype_name(dk.get("backbone_dtype", torch.float32))}
 
 
+def _new_results(settings: dict) -> dict:
+    return {"format": RESULTS_FORMAT, "settings": settings, "categories": {}, "failed": {}}
+
+
 def _read_results(path: Path, settings: dict) -> dict:
     """The results file at ``path`` for resuming with ``settings``; an empty record when the file does not exist.
 
@@ -264,7 +268,7 @@ def _read_results(path: Path, settings: dict) -> dict:
         ValueError: the file is not a results file, or it was written with other settings (the message names
             every differing one).
     """
-    empty = {"format": RESULTS_FORMAT, "settings": settings, "categories": {}, "failed": {}}
+    empty = _new_results(settings)
     if not path.exists():
         return empty
     try:
@@ -332,7 +336,7 @@ def evaluate_dataset(root, categories, *, tsize: int | None = 60, json_path=None
     if resume:
         doc = _read_results(path, settings)
     else:
-        doc = {"format": RESULTS_FORMAT, "settings": settings, "categories": {}, "failed": {}}
+        doc = _new_results(settings)
     notify = on_category or (lambda name, status, record: None)
     with progress_bar(total=len(categories), desc="categories", unit="cat", enable=progress) as bar:
         for cat in categories:
