@@ -118,15 +118,20 @@ def max_image_pixels() -> int:
     Raises:
         ValueError: ``HETMM_MAX_IMAGE_PIXELS`` is set but not an int >= 1.
     """
-    env = os.environ.get("HETMM_MAX_IMAGE_PIXELS", "").strip()
+    return _env_positive_int("HETMM_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS, " (pixels)")
+
+
+def _env_positive_int(name: str, default: int, unit: str = "") -> int:
+    """The environment variable ``name`` as an int >= 1, ``default`` when unset or blank; ValueError otherwise."""
+    env = os.environ.get(name, "").strip()
     if not env:
-        return MAX_IMAGE_PIXELS
+        return default
     try:
         value = int(env)
     except ValueError:
         value = 0
     if value < 1:
-        raise ValueError(f"HETMM_MAX_IMAGE_PIXELS must be an int >= 1 (pixels), got {env!r}")
+        raise ValueError(f"{name} must be an int >= 1{unit}, got {env!r}")
     return value
 
 
@@ -400,16 +405,7 @@ def _load_or_error(path: Path, size: int, max_pixels: int | None = None) -> torc
 
 def _reader_threads() -> int:
     """Threads that decode files for :func:`iter_image_batches`: ``HETMM_READ_THREADS``, else up to 8 (cores)."""
-    env = os.environ.get("HETMM_READ_THREADS", "").strip()
-    if env:
-        try:
-            value = int(env)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise ValueError(f"HETMM_READ_THREADS must be an int >= 1, got {env!r}")
-        return value
-    return max(1, min(8, os.cpu_count() or 1))
+    return _env_positive_int("HETMM_READ_THREADS", max(1, min(8, os.cpu_count() or 1)))
 
 
 def iter_image_batches(
