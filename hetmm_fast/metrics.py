@@ -131,12 +131,13 @@ def _distinct_sorted(a: np.ndarray) -> np.ndarray:
     return a[keep]
 
 
-def _check_max_points(fn: str, max_points) -> int | None:
-    if max_points is None:
+def _optional_int(fn: str, name: str, value, minimum: int, none: str = "None") -> int | None:
+    """``value`` as an int >= ``minimum``, or None; ValueError naming ``fn`` and ``name`` otherwise."""
+    if value is None:
         return None
-    if isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer)) or max_points < 4:
-        raise ValueError(f"{fn}: max_points must be None or an int >= 4, got {max_points!r}")
-    return int(max_points)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{fn}: {name} must be {none} or an int >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def _curve_thresholds(pos: np.ndarray, neg: np.ndarray, max_points: int | None) -> np.ndarray:
@@ -247,7 +248,7 @@ def roc_curve(y_true, y_score, max_points: int | None = None) -> tuple[np.ndarra
         ``(fpr, tpr)``, float64 ``[D + 1]`` for D (used) distinct scores, from (0, 0) to (1, 1).
     """
     fn = "roc_curve"
-    max_points = _check_max_points(fn, max_points)
+    max_points = _optional_int(fn, "max_points", max_points, 4)
     y = _as_labels(fn, "y_true", y_true)
     s = _as_scores(fn, "y_score", y_score)
     _check_shapes(fn, "y_true", y, "y_score", s, None, "")
@@ -386,7 +387,7 @@ def pro_curve(
         ``aupro(m, a, L)`` equals ``np.trapezoid(pro, fpr) / L`` of ``pro_curve(m, a, L)``.
     """
     fn = "pro_curve"
-    max_points = _check_max_points(fn, max_points)
+    max_points = _optional_int(fn, "max_points", max_points, 4)
     if fpr_limit is not None:
         fpr_limit = _check_fpr_limit(fn, fpr_limit)
     reg = _Regions(fn, masks, maps)
@@ -462,14 +463,6 @@ def _check_fpr_bounds(fn: str, fpr_bounds) -> tuple[float, float]:
         raise ValueError(f"{fn}: fpr_bounds must be two numbers (lower, upper) with 0 < lower < upper <= 1, "
                          f"got {fpr_bounds!r}")
     return float(fpr_bounds[0]), float(fpr_bounds[1])
-
-
-def _check_num_thresholds(fn: str, num_thresholds) -> int | None:
-    if num_thresholds is None:
-        return None
-    if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, (int, np.integer)) or num_thresholds < 2:
-        raise ValueError(f"{fn}: num_thresholds must be None (exact curve) or an int >= 2, got {num_thresholds!r}")
-    return int(num_thresholds)
 
 
 def _pimo_vertices(neg: np.ndarray, upper: float, num_thresholds: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -549,7 +542,7 @@ def aupimo(masks, maps, *, fpr_bounds: tuple[float, float] = (1e-5, 1e-4), num_t
     """
     fn = "aupimo"
     lower, upper = _check_fpr_bounds(fn, fpr_bounds)
-    num_thresholds = _check_num_thresholds(fn, num_thresholds)
+    num_thresholds = _optional_int(fn, "num_thresholds", num_thresholds, 2, "None (exact curve)")
     y = _as_labels(fn, "masks", masks)
     s = _as_scores(fn, "maps", maps)
     _check_shapes(fn, "masks", y, "maps", s, 3, "[N, H, W]")
